@@ -1,0 +1,3 @@
+from es2_plugin.cli import main
+
+raise SystemExit(main())
