@@ -51,9 +51,9 @@ def test_installed_wheel_imports_hooks_and_tasks(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import es2_plugin.hooks.specs as s, es2_plugin.tasks as t, pathlib;"
-            "print(pathlib.Path(s.__file__).parent.name, pathlib.Path(t.__file__).resolve().is_relative_to(r'%s'))"
-            % target.resolve())
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    code = "import es2_plugin.hooks.specs as s, es2_plugin.tasks as t; print(s.__file__); print(t.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
-    assert out.stdout.split() == ["hooks", "True"]
+    specs_file, tasks_file = (Path(line).resolve() for line in out.stdout.split())
+    assert specs_file == (target / "es2_plugin" / "hooks" / "specs.py").resolve()
+    assert tasks_file == (target / "es2_plugin" / "tasks" / "__init__.py").resolve()
