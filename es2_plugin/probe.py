@@ -41,6 +41,7 @@ class ProbeSet:
     margin: dict[int, float] = field(default_factory=dict)  # mean signed distance to the hyperplane / norm
     p_value: dict[int, float] = field(default_factory=dict)  # one-sided binomial test of accuracy vs 0.5
     meta: dict[str, Any] = field(default_factory=dict)
+    means: Any = None  # float32 [n_layers, 2, d]: class means (harmful, harmless), for refusal directions
 
     def _row(self, layer: int) -> int:
         try:
@@ -61,6 +62,13 @@ class ProbeSet:
 
     def prob_harmful(self, layer: int, states: torch.Tensor) -> torch.Tensor:
         return self.logit(layer, states).sigmoid()
+
+    def direction(self, layer: int) -> torch.Tensor:
+        """The refusal direction at ``layer``: harmful mean minus harmless mean (RepE-style)."""
+        if self.means is None:
+            raise ES2UsageError("these probes carry no class means; refit them with es2 probe")
+        row = self.means[self._row(layer)]
+        return row[0] - row[1]
 
     def layers_above(self, p1: float) -> list[int]:
         """Layers whose held-out accuracy reaches ``p1`` (the layers SCAV attacks)."""
@@ -89,7 +97,10 @@ class ProbeSet:
         from es2_plugin.io_utils import atomic_dir, atomic_write_bytes, atomic_write_json
 
         target = Path(directory)
-        blob = save({"weights": self.weights.contiguous().float(), "biases": self.biases.contiguous().float()})
+        tensors = {"weights": self.weights.contiguous().float(), "biases": self.biases.contiguous().float()}
+        if self.means is not None:
+            tensors["means"] = self.means.contiguous().float()
+        blob = save(tensors)
         if target.exists():
             atomic_write_bytes(target / PROBES_WEIGHTS, blob)
             atomic_write_json(target / PROBES_JSON, self.summary())
@@ -121,7 +132,7 @@ class ProbeSet:
         return cls(layers=layers, weights=tensors["weights"], biases=tensors["biases"], accuracy=col("accuracy"),
                    train_accuracy=col("train_accuracy"), centroid_distance=col("centroid_distance"),
                    norm=col("norm"), separation=col("separation"), margin=col("margin"),
-                   p_value=col("p_value"), meta=info.get("meta", {}))
+                   p_value=col("p_value"), meta=info.get("meta", {}), means=tensors.get("means"))
 
     def check_compatible(self, model: Any, tokenizer: Any = None) -> None:
         """Raise a one-line :class:`ES2UsageError` when these probes were fitted for another model/tokenizer."""
@@ -256,6 +267,7 @@ def fit_probes(harmful: dict[int, torch.Tensor], harmless: dict[int, torch.Tenso
         train_accuracy=per_layer(acc_train), centroid_distance=per_layer(centroid), norm=per_layer(norm),
         separation=per_layer(centroid / norm), margin=per_layer(margin),
         p_value={layer: _binomial_p(int(c), n_test) for layer, c in zip(layers, correct_test.tolist(), strict=True)},
+        means=torch.stack([x[:, :n_pos].mean(1), x[:, n_pos:].mean(1)], dim=1).float(),
         meta={**(meta or {}), "n_harmful": n_pos, "n_harmless": n_neg, "test_fraction": test_fraction,
               "seed": seed, "l2": l2},
     )

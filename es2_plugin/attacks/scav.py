@@ -1,0 +1,114 @@
+"""SCAV (Xu et al., NeurIPS 2024): push the last-position hidden state across each probe's boundary.
+
+At every attacked layer l (probe accuracy ≥ P1), on every forward pass, for the last position's state e:
+if σ(wᵀe + b) > P0, replace e by e + ε·w/‖w‖ with ε = (logit(P0) − b − wᵀe)/‖w‖, so the probe reads exactly
+P0 afterwards. The hook sits on the module whose output *is* ``hidden_states[l]`` (decoder layer l−1, or the
+final norm for l = L; see :func:`es2_plugin.modeling.hidden_state_modules`), layers are pushed in forward
+order so each later layer sees the already-pushed stream, and decoding is greedy. |ε| is the distance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, StepState, generate
+from es2_plugin.errors import ES2UsageError
+
+
+def resolve_layers(ctx: AttackContext, requested: Any, p1: float, attack: str) -> list[int]:
+    """``auto`` = probed layers with held-out accuracy ≥ P1; or an explicit list/range of probed layers."""
+    from es2_plugin.hooks.builtin_layers import parse_layers
+    from es2_plugin.representations import num_layers
+
+    probes = ctx.probes
+    if probes is None:
+        raise ES2UsageError(f"attack {attack!r} needs probes: pass --probes DIR (from es2 probe) or --harmless FILE "
+                            f"to fit them")
+    probes.check_compatible(ctx.model, ctx.tokenizer)
+    explicit = parse_layers(requested, num_layers(ctx.model))
+    if explicit is None:
+        return probes.layers_above(p1)
+    missing = [layer for layer in explicit if layer not in probes.layers]
+    if missing:
+        raise ES2UsageError(f"layers {missing} have no probe; probed layers: {probes.layers}")
+    return explicit
+
+
+class SCAV(Attack):
+    """Options: ``p0`` target harmful probability (0, 1); ``p1`` probe-accuracy threshold (0, 1];
+    ``layers`` ``"auto"`` (accuracy ≥ p1) or a list/range such as ``"2-4"``."""
+
+    name = "scav"
+    options: ClassVar[dict[str, Any]] = {"p0": 0.01, "p1": 0.9, "layers": "auto"}
+
+    def validate(self) -> None:
+        p0, p1 = self.opts["p0"], self.opts["p1"]
+        if not isinstance(p0, (int, float)) or not 0 < float(p0) < 1:
+            raise ES2UsageError(f"scav p0 must be in (0, 1) (a target harmful probability such as 0.01), got {p0!r}")
+        if not isinstance(p1, (int, float)) or not 0 < float(p1) <= 1:
+            raise ES2UsageError(f"scav p1 must be in (0, 1] (a probe accuracy threshold such as 0.9), got {p1!r}")
+
+    def __call__(self, ctx: AttackContext, prompts: Sequence[str]) -> AttackOutput:
+        import torch
+
+        from es2_plugin.modeling import hidden_state_modules
+
+        p0, p1 = float(self.opts["p0"]), float(self.opts["p1"])
+        layers = resolve_layers(ctx, self.opts["layers"], p1, self.name)
+        modules = hidden_state_modules(ctx.model)
+        device = next(ctx.model.parameters()).device
+        target = math.log(p0 / (1 - p0))
+        state = StepState()
+        batch_prompt: list[dict[int, float]] = []
+        batch_generated: list[float] = []
+        all_prompt: list[dict[int, float]] = []
+        all_generated: list[float] = []
+
+        def start(n_rows: int) -> None:
+            batch_prompt[:] = [{layer: 0.0 for layer in layers} for _ in range(n_rows)]
+            batch_generated[:] = [0.0] * n_rows
+
+        def finish(_n_rows: int) -> None:
+            all_prompt.extend(batch_prompt)
+            all_generated.extend(batch_generated)
+
+        def make_hook(layer: int):
+            assert ctx.probes is not None
+            w = ctx.probes.weight(layer).to(device=device, dtype=torch.float32)
+            b = ctx.probes.bias(layer)
+            w_norm = float(w.norm())
+            unit = w / w_norm
+
+            def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+                if state.step < 0:
+                    return None
+                hidden = output[0] if isinstance(output, tuple) else output
+                e = hidden[:, -1, :].float()
+                logit = e @ w + b
+                push = (logit > target) & state.active
+                eps = torch.where(push, (target - logit) / w_norm, torch.zeros_like(logit))
+                hidden = hidden.clone()
+                hidden[:, -1, :] = (e + eps[:, None] * unit).to(hidden.dtype)
+                for row, value in enumerate(eps.abs().tolist()):
+                    if state.step == 0:
+                        batch_prompt[row][layer] = value
+                    batch_generated[row] += value
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+            return hook
+
+        handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in layers]
+        try:
+            completions = generate(ctx, prompts, state=state, before_batch=start, after_batch=finish)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return AttackOutput(
+            prompts=list(prompts), completions=completions,
+            distance_prompt=[sum(d.values()) for d in all_prompt], distance_layers=all_prompt,
+            distance_generated=all_generated,
+            info={"attack": self.name, "p0": p0, "p1": p1, "layers": layers,
+                  "probe_accuracy": {layer: ctx.probes.accuracy[layer] for layer in layers} if ctx.probes else {}},
+        )
