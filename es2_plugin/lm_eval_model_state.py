@@ -1,0 +1,41 @@
+"""What the running ``es2-hf`` model shares with ES2's lm-eval tasks, without importing lm-eval's HF model.
+
+lm-eval hands a task only the model's *text* output. The probe task needs hidden states, so ``es2-hf`` keeps
+them here and answers the probe request with a short key (``es2-states:<n>``) that the task looks up.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+STATE_PREFIX = "es2-states:"
+
+_active: list[Any] = []
+_states: dict[str, dict[int, Any]] = {}
+_counter = itertools.count()
+
+
+def set_active(model: Any) -> None:
+    """Called by ``ES2HFLM.__init__``: the model tasks of this run talk to."""
+    _active[:] = [model]
+
+
+def active_model() -> Any | None:
+    return _active[0] if _active else None
+
+
+def active_tokenizer() -> Any | None:
+    model = active_model()
+    return getattr(model, "tokenizer", None) if model is not None else None
+
+
+def store_states(states: dict[int, Any]) -> str:
+    """Keep one prompt's ``{layer: [d]}`` states; returns the key the model answers with."""
+    key = f"{STATE_PREFIX}{next(_counter)}"
+    _states[key] = states
+    return key
+
+
+def lookup_states(key: str) -> dict[int, Any] | None:
+    return _states.get(key.strip()) if isinstance(key, str) else None
