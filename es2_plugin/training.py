@@ -154,7 +154,10 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
 
     An interrupted run returns ``{"interrupted": True, "checkpoint": ...}`` after saving a checkpoint.
     """
+    import warnings
+
     import torch
+    from transformers.utils import logging as hf_logging
 
     from es2_plugin import callbacks as cb
     from es2_plugin.data import load_records
@@ -170,6 +173,8 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
         measure_margins,
     )
 
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     start = time.time()
     out = Path(output).expanduser()
     check_output_dir(out, resume=resume, overwrite=overwrite)
@@ -249,7 +254,7 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
     except ES2NonFiniteLoss as exc:
         good = _last_checkpoint(out)
         where = f"last good checkpoint kept: {good}" if good else "no checkpoint was saved before it"
-        raise ES2UsageError(f"training stopped: {exc} ({where}); lower learning_rate or beta, or check the data")
+        raise ES2UsageError(f"training stopped: {exc} ({where}); lower learning_rate or beta, or check the data") from None
     finally:
         cb.CLI_DISPLAY = False
     if flag.requested and trainer.state.global_step < config.steps:
