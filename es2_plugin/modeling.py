@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +196,18 @@ def final_norm(model: Any) -> Any | None:
     return None
 
 
+_MODULE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def hidden_state_modules(model: Any) -> dict[int, Any]:
     """``{l: module}`` whose forward output *is* ``hidden_states[l]`` (l = 1..L), verified on a tiny input.
 
     For l < L it is decoder layer l-1. For l = L transformers (4.x and 5.x) returns the state *after* the final
-    norm, so the module is the final norm; we check which candidate matches instead of assuming.
+    norm, so the module is the final norm; we check which candidate matches instead of assuming. Cached per
+    model (call it before installing hooks that would change its verification pass).
     """
+    if model in _MODULE_CACHE:
+        return dict(_MODULE_CACHE[model])
     import torch
 
     layers = list(decoder_layers(model))
@@ -231,4 +238,5 @@ def hidden_state_modules(model: Any) -> dict[int, Any]:
     elif not torch.allclose(last, captured["layer"], atol=1e-5):
         raise ES2UsageError(f"cannot tell which module produces hidden_states[{n}] in {type(model).__name__}; "
                             f"attack layers 1..{n - 1} only")
-    return mapping
+    _MODULE_CACHE[model] = mapping
+    return dict(mapping)

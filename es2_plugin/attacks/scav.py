@@ -10,7 +10,7 @@ order so each later layer sees the already-pushed stream, and decoding is greedy
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, StepState, generate
@@ -51,15 +51,8 @@ class SCAV(Attack):
             raise ES2UsageError(f"scav p1 must be in (0, 1] (a probe accuracy threshold such as 0.9), got {p1!r}")
 
     def __call__(self, ctx: AttackContext, prompts: Sequence[str]) -> AttackOutput:
-        import torch
-
-        from es2_plugin.modeling import hidden_state_modules
-
         p0, p1 = float(self.opts["p0"]), float(self.opts["p1"])
         layers = resolve_layers(ctx, self.opts["layers"], p1, self.name)
-        modules = hidden_state_modules(ctx.model)
-        device = next(ctx.model.parameters()).device
-        target = math.log(p0 / (1 - p0))
         state = StepState()
         batch_prompt: list[dict[int, float]] = []
         batch_generated: list[float] = []
@@ -74,32 +67,14 @@ class SCAV(Attack):
             all_prompt.extend(batch_prompt)
             all_generated.extend(batch_generated)
 
-        def make_hook(layer: int):
-            assert ctx.probes is not None
-            w = ctx.probes.weight(layer).to(device=device, dtype=torch.float32)
-            b = ctx.probes.bias(layer)
-            w_norm = float(w.norm())
-            unit = w / w_norm
+        def record(layer: int, step: int, eps: list[float]) -> None:
+            for row, value in enumerate(eps):
+                if step == 0:
+                    batch_prompt[row][layer] = value
+                batch_generated[row] += value
 
-            def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-                if state.step < 0:
-                    return None
-                hidden = output[0] if isinstance(output, tuple) else output
-                e = hidden[:, -1, :].float()
-                logit = e @ w + b
-                push = (logit > target) & state.active
-                eps = torch.where(push, (target - logit) / w_norm, torch.zeros_like(logit))
-                hidden = hidden.clone()
-                hidden[:, -1, :] = (e + eps[:, None] * unit).to(hidden.dtype)
-                for row, value in enumerate(eps.abs().tolist()):
-                    if state.step == 0:
-                        batch_prompt[row][layer] = value
-                    batch_generated[row] += value
-                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-            return hook
-
-        handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in layers]
+        assert ctx.probes is not None
+        handles = install_scav_hooks(ctx.model, ctx.probes, layers, p0, state, record)
         try:
             completions = generate(ctx, prompts, state=state, before_batch=start, after_batch=finish)
         finally:
@@ -110,5 +85,45 @@ class SCAV(Attack):
             distance_prompt=[sum(d.values()) for d in all_prompt], distance_layers=all_prompt,
             distance_generated=all_generated,
             info={"attack": self.name, "p0": p0, "p1": p1, "layers": layers,
-                  "probe_accuracy": {layer: ctx.probes.accuracy[layer] for layer in layers} if ctx.probes else {}},
+                  "probe_accuracy": {layer: ctx.probes.accuracy[layer] for layer in layers}},
         )
+
+
+def install_scav_hooks(model: Any, probes: Any, layers: Sequence[int], p0: float, state: StepState,
+                       record: Callable[[int, int, list[float]], None] | None = None) -> list[Any]:
+    """Register the SCAV push on the modules producing ``hidden_states[l]``; returns the hook handles.
+
+    Hooks act only while ``state.step >= 0`` and only on rows in ``state.active``; ``record(layer, step, |ε|
+    per row)`` receives the distances.
+    """
+    import torch
+
+    from es2_plugin.modeling import hidden_state_modules
+
+    modules = hidden_state_modules(model)
+    device = next(model.parameters()).device
+    target = math.log(p0 / (1 - p0))
+
+    def make_hook(layer: int):
+        w = probes.weight(layer).to(device=device, dtype=torch.float32)
+        b = probes.bias(layer)
+        w_norm = float(w.norm())
+        unit = w / w_norm
+
+        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+            if state.step < 0:
+                return None
+            hidden = output[0] if isinstance(output, tuple) else output
+            e = hidden[:, -1, :].float()
+            logit = e @ w + b
+            push = (logit > target) & state.active
+            eps = torch.where(push, (target - logit) / w_norm, torch.zeros_like(logit))
+            hidden = hidden.clone()
+            hidden[:, -1, :] = (e + eps[:, None] * unit).to(hidden.dtype)
+            if record is not None:
+                record(layer, state.step, eps.abs().tolist())
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        return hook
+
+    return [modules[layer].register_forward_hook(make_hook(layer)) for layer in sorted(layers)]
