@@ -9,7 +9,21 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from es2_plugin.errors import ES2UsageError, one_line
+
 STATE_PREFIX = "es2-states:"
+
+
+
+class ES2LMEvalError(ES2UsageError, SystemExit):
+    """A user error inside an lm-eval run: ``except Exception`` catches it in Python code, while the plain
+    ``lm_eval`` command exits on it with exactly this one line (exit code 1) instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        message = one_line(message)
+        super().__init__(message)
+        self.code = f"es2: error: {message}"
+
 
 _active: list[Any] = []
 _states: dict[str, dict[int, Any]] = {}

@@ -21,7 +21,8 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
-from es2_plugin.errors import ES2UsageError, one_line
+from es2_plugin.errors import ES2UsageError
+from es2_plugin.lm_eval_model_state import ES2LMEvalError
 
 log = logging.getLogger("es2_plugin.lm_eval")
 
@@ -39,14 +40,7 @@ METRICS: dict[str, bool] = {
 }
 
 
-class ES2TaskError(ES2UsageError, SystemExit):
-    """A user error inside an lm-eval run: ``except Exception`` catches it in Python code, while the plain
-    ``lm_eval`` command exits on it with exactly this one line instead of a traceback."""
-
-    def __init__(self, message: str) -> None:
-        message = one_line(message)
-        super().__init__(message)
-        self.code = f"es2: error: {message}"
+ES2TaskError = ES2LMEvalError
 
 
 def register_metrics() -> None:
