@@ -29,7 +29,7 @@ REFUSAL_PREFIXES: list[str] = [
 #: compression ratio 0.73, and none has a 4-fold immediate repeat; with these thresholds none is flagged.
 MIN_DISTINCT_RATIO = 0.5  # distinct word/punctuation tokens / all tokens, for completions of >= 8 tokens
 MIN_COMPRESSION_RATIO = 0.5  # zlib-compressed bytes / raw bytes, for completions of >= 24 bytes
-MAX_IMMEDIATE_REPEATS = 4  # the same 1-20 character unit (starting with a letter) 4 times in a row
+MAX_IMMEDIATE_REPEATS = 4  # the same word, or 1-20 character unit starting with a letter, 4 times in a row
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -69,6 +69,12 @@ def is_degenerate(text: str, *, min_distinct: float = MIN_DISTINCT_RATIO,
         return True
     if len(stripped.encode("utf-8")) >= 24 and compression_ratio(stripped) < min_compression:
         return True
+    tokens = _TOKEN.findall(stripped.lower())
+    run = 1
+    for prev, cur in zip(tokens, tokens[1:], strict=False):
+        run = run + 1 if cur == prev and cur.isalpha() else 1
+        if run >= max_repeats:
+            return True
     pattern = r"([^\W\d_].{0,19}?)\1{" + str(max_repeats - 1) + ",}"
     return re.search(pattern, stripped, flags=re.DOTALL) is not None
 
