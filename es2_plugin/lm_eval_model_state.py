@@ -35,6 +35,12 @@ def set_active(model: Any) -> None:
     _active[:] = [model]
 
 
+def reset() -> None:
+    """Forget the active model and stored states (between runs in one process, e.g. ``es2 eval``)."""
+    _active.clear()
+    _states.clear()
+
+
 def active_model() -> Any | None:
     return _active[0] if _active else None
 
