@@ -183,3 +183,26 @@ def test_torchrun_two_processes_gloo(tiny_model_dir, tmp_path):
     assert result["logit_change"] > 1e-3
     assert min(result["ratio"].values()) > 5, result
     assert abs(result["global_margin"] - result["rank_margins_mean"]) >= 0  # both recorded (see report)
+
+
+def test_axolotl_plugin_trainer_class_trains_with_es2_section(tiny_model_dir, tmp_path):
+    """The class axolotl would get (here on HF Trainer; axolotl itself is tested in a separate venv if present)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from es2_plugin.integrations.axolotl import ES2AxolotlPlugin, make_trainer_cls
+
+    assert ES2AxolotlPlugin().get_trainer_cls({"base_model": "x"}) is None
+    section = {"harmful": "es2:authored-harmful:test", "harmless": "es2:authored-harmless:test", "layers": "1-3",
+               "max_response_tokens": 4}
+    cls = make_trainer_cls(section, base=Trainer)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-3,
+                             save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = cls(model=model, args=args, processing_class=tok)
+    assert trainer.es2_config.layers == [1, 2, 3] and len(trainer.train_dataset) == 60
+    trainer.train()
+    assert any(p.abs().max().item() > 0 for n, p in model.named_parameters() if "lora_B" in n)

@@ -1,0 +1,1 @@
+"""Adapters that bring ES2 into host training frameworks (imported only by those frameworks)."""
