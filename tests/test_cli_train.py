@@ -116,3 +116,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tmp_path,
     err = capsys.readouterr().err
     assert "not finite at step 6" in err and "checkpoint-4" in err
     assert (out / "checkpoints" / "checkpoint-4").is_dir() and not (out / "es2_config.json").exists()
+
+
+def test_output_loads_in_lm_eval_hf_with_peft(tiny_model_dir, tmp_path):
+    """`lm_eval --model hf --model_args pretrained=BASE,peft=DIR` goes through HFLM(pretrained, peft)."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    assert _train(tiny_model_dir, out, "--steps", "3") == 0
+    lm = HFLM(pretrained=str(tiny_model_dir), peft=str(out), device="cpu", batch_size=1)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        diff = (lm.model(input_ids=ids).logits - base(input_ids=ids).logits).abs().max().item()
+    assert diff > 1e-4
