@@ -7,10 +7,12 @@ Also: where ``hidden_states[l]`` is produced (:func:`hidden_state_modules`), whi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,20 @@ def default_model_path() -> Path:
     except ImportError as exc:  # pragma: no cover - toy.py is part of the package
         raise ES2UsageError("no --model given and the built-in model is unavailable; pass --model PATH") from exc
     return Path(ensure_toy_model())
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar on stderr (it would break one-line error output)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _check_model_dir(path: str | os.PathLike[str]) -> str:
@@ -80,8 +96,9 @@ def load_model_and_tokenizer(path: str | os.PathLike[str] | None = None, adapter
     model_path = _check_model_dir(path)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(dtype), use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(dtype), use_safetensors=True,
+                                                         trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ES2UsageError(f"cannot load a causal LM from {path} (safetensors only): "
                             f"{str(exc).splitlines()[0]}") from exc

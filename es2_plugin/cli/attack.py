@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise ES2UsageError("--compare needs --adapter (the ES2 adapter to compare with the base model)")
     attack_cls = plugins.get("attacks", args.attack)
     attack = attack_cls(**_parse_options(args))  # validates options before any model is loaded
-    judge: Any = plugins.get("judges", args.judge)
+    plugins.get("judges", args.judge)  # unknown names fail here, before any model is loaded
+    judge: Any = args.judge
     prompts = read_prompts(args.data, column=args.column, limit=args.limit)
     if args.classifier:
         judge = ClassifierJudge(args.classifier, trust_remote_code=args.trust_remote_code)
