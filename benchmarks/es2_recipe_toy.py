@@ -5,7 +5,7 @@ lr 2e-3, 150 steps of 16 harmful + 16 harmless authored *train* prompts) and is 
 prompts with the toy's own keyword judge (greedy, 32 new tokens): harmful refusal, harmless and borderline
 compliance, plus the normalised margin ratio and harmless KL from ``es2_config.json``.
 
-    python benchmarks/es2_recipe_toy.py [--variants first10,uniform,...] [--steps 150] [--threads 2]
+    python benchmarks/es2_recipe_toy.py [--variants first10,uniform,...] [--steps 150] [--threads 1] [--results STEM]
 
 Results: benchmarks/results/es2_recipe_toy.md (+ .json); finished variants are reused on a re-run.
 """
@@ -50,7 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="uniform,first10,harmless-prompt")
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", default="es2_recipe_toy", help="results file stem (parallel runs: one each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -62,7 +63,7 @@ def main() -> None:
     from es2_plugin.training import run_training
 
     base = str(ensure_toy_model())
-    out_json = RESULTS / "es2_recipe_toy.json"
+    out_json = RESULTS / f"{args.results}.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if "base" not in results:
         results["base"] = {"eval": evaluate(base, None)}
@@ -88,10 +89,10 @@ def main() -> None:
         print(key, json.dumps(results[key]), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=2))
-    write_md(results)
+    write_md(results, args.results)
 
 
-def write_md(results: dict) -> None:
+def write_md(results: dict, stem: str = "es2_recipe_toy") -> None:
     b = results["base"]["eval"]
     lines = ["# ES2 recipe on the built-in toy model (unattacked behaviour)", "",
              "Command: `python benchmarks/es2_recipe_toy.py --variants <names> --steps 150`; authored test split "
@@ -108,7 +109,7 @@ def write_md(results: dict) -> None:
         lines.append(f"| {key} {r['options']} | {e['harmful_refusal']:.1%} | {e['harmless_compliance']:.1%} | "
                      f"{e['borderline_compliance']:.1%} | {r['margin_ratio_min']:.1f} / {r['margin_ratio_median']:.1f} "
                      f"| {r['kl_harmless']:.4f} | {r['train_s']:.0f} |")
-    (RESULTS / "es2_recipe_toy.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

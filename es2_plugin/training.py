@@ -247,6 +247,10 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
     trainer = ES2Trainer(model=model, args=args, train_dataset=PairedDataset(h_ex, b_ex),
                          data_collator=ES2Collator(tokenizer.pad_token_id, config), es2_config=config,
                          callbacks=[_stop_callback(flag), *(extra_callbacks or [])])
+    if display:  # the rich bar replaces the Trainer's raw log-dict printouts
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     last = _last_checkpoint(out) if resume else None
     try:
         with flag:

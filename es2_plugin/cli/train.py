@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("interrupted"):
         return 130
     margins = summary["margins"]
-    rows = [[f"layer {layer}", summary["probe_accuracy"].get(str(layer), summary["probe_accuracy"].get(layer)),
+    rows = [[layer, summary["probe_accuracy"].get(str(layer), summary["probe_accuracy"].get(layer)),
              margins["before"].get(layer), margins["after"][layer], margins["ratio"].get(layer)]
             for layer in summary["layers"]]
     out.print(table("ES2 separation (centroid distance / base hidden norm)",
