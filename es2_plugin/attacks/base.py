@@ -68,6 +68,8 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     options: ClassVar[dict[str, Any]] = {}
+    #: True when the attack reads ``ctx.probes`` (the CLI then loads or fits probes for the attacked model).
+    needs_probes: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.opts = check_options(self.name, self.options, options)

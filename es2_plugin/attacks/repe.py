@@ -21,6 +21,7 @@ class RepE(Attack):
     (probe accuracy ≥ ``p1``) or a list/range; ``p1`` threshold for ``auto``."""
 
     name = "repe"
+    needs_probes = True
     options: ClassVar[dict[str, Any]] = {"mode": "project", "coef": 1.0, "layers": "auto", "p1": 0.9}
 
     def validate(self) -> None:

@@ -41,6 +41,7 @@ class SCAV(Attack):
     ``layers`` ``"auto"`` (accuracy ≥ p1) or a list/range such as ``"2-4"``."""
 
     name = "scav"
+    needs_probes = True
     options: ClassVar[dict[str, Any]] = {"p0": 0.01, "p1": 0.9, "layers": "auto"}
 
     def validate(self) -> None:

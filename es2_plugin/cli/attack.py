@@ -60,8 +60,8 @@ def _parse_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _needs_probes(attack_cls: Any) -> bool:
-    return bool(getattr(attack_cls, "needs_probes", False)) or "p0" in getattr(attack_cls, "options", {}) \
-        or getattr(attack_cls, "name", "") in ("scav", "repe")
+    """Attacks declare ``needs_probes = True`` to get per-layer probes in ``ctx.probes``."""
+    return bool(getattr(attack_cls, "needs_probes", False))
 
 
 def _run_one(args: argparse.Namespace, adapter: str | None, attack: Any, needs_probes: bool, prompts: list[str],
@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     positive("max-new-tokens", args.max_new_tokens)
     if args.compare and not args.adapter:
         raise ES2UsageError("--compare needs --adapter (the ES2 adapter to compare with the base model)")
+    if args.compare and args.probes:
+        raise ES2UsageError("--probes cannot be used with --compare: probes are fitted on each model (give "
+                            "--harmless/--probe-harmful instead)")
     attack_cls = plugins.get("attacks", args.attack)
     attack = attack_cls(**_parse_options(args))  # validates options before any model is loaded
     plugins.get("judges", args.judge)  # unknown names fail here, before any model is loaded
