@@ -25,6 +25,7 @@ from es2_plugin.io_utils import atomic_dir
 RECIPE_VERSION = 1
 DEFAULT_STEPS = 300
 BATCH_SIZE = 32
+HARMFUL_PER_BATCH = 16  # the rest of each batch is harmless (plus borderline) prompts
 LEARNING_RATE = 3e-3
 WARMUP_STEPS = 30
 VOCAB_SIZE = 2048
@@ -240,7 +241,7 @@ def _build(target: Path, seed: int, steps: int, progress: bool, evaluate: bool) 
     model.generation_config.bos_token_id = None
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98))
-    half = BATCH_SIZE // 2
+    half = HARMFUL_PER_BATCH
     loss_ema = None
     model.train()
     with _progress(progress) as bar:
@@ -289,6 +290,7 @@ def _write_meta(tmp: Path, model: Any, seed: int, steps: int, loss_ema: float | 
         "seed": seed,
         "steps": steps,
         "batch_size": BATCH_SIZE,
+        "harmful_per_batch": HARMFUL_PER_BATCH,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "train_loss_ema": round(float(loss_ema or 0.0), 4),
         "train_seconds": round(train_seconds, 1),
