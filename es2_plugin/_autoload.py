@@ -15,7 +15,6 @@ Stdlib only; never raises; opt out with ``ES2_NO_AUTOLOAD=1``. Python >= 3.15 ru
 ``es2_plugin_autoload.start`` (PEP 829) instead of the ``.pth`` import line.
 """
 
-from __future__ import annotations
 
 import os
 import sys

@@ -32,7 +32,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_has_one_top_level_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
-    allowed = {"es2_plugin"} | {n for n in top if n.endswith(".dist-info")} | {n for n in top if n.endswith(".pth")}
+    allowed = {"es2_plugin"} | {n for n in top if n.endswith(".dist-info")} | {n for n in top if n.endswith((".pth", ".start"))}
     assert top <= allowed, top - allowed
     assert "es2_plugin/hooks/specs.py" in names
     assert "es2_plugin/tasks/__init__.py" in names
