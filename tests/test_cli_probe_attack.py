@@ -7,9 +7,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_plugins import make_outside_plugin, run_es2
+from test_plugins import make_outside_plugin
+from test_plugins import run_es2 as _run_es2
 
 pytestmark = pytest.mark.integration
+
+
+def run_es2(*args: str, pythonpath: Path | None = None):
+    """One torch thread per subprocess: on a shared 2-core machine more threads only oversubscribe it."""
+    return _run_es2(*args, pythonpath=pythonpath, env={"OMP_NUM_THREADS": "1", "ES2_QUIET": "1", "COLUMNS": "200"})
 
 
 def write_jsonl(path: Path, prompts: list[str]) -> Path:
