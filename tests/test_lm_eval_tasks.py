@@ -185,3 +185,37 @@ def test_unknown_attack_option_names_the_known_ones():
 
     with pytest.raises(ES2LMEvalError, match=r"unknown option\(s\) p00 for attack 'scav'; known options: p0="):
         build_attack("scav", {"p00": 0.1})
+
+
+def _mini_task(metadata: dict):
+    from es2_plugin.tasks import TASKS_DIR
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    return manager.load(["es2_mini_harmful"])["tasks"]["es2_mini_harmful"]
+
+
+def test_prompt_is_chat_templated_without_the_flag(tiny_model_dir):
+    task = _mini_task({"pretrained": str(tiny_model_dir)})
+    doc = task.test_docs()[0]
+    context = task.fewshot_context(doc, 0)
+    assert context == f"<|user|>\n{doc['prompt']}<|end|>\n<|assistant|>\n"
+
+
+def test_apply_chat_template_flag_is_not_applied_twice(tiny_model_dir):
+    task = _mini_task({"pretrained": str(tiny_model_dir)})
+    doc = task.test_docs()[0]
+    seen = []
+
+    def lm_template(messages, add_generation_prompt=True):
+        seen.append(messages)
+        return "TEMPLATED:" + messages[-1]["content"]
+
+    context = task.fewshot_context(doc, 0, apply_chat_template=True, chat_template=lm_template)
+    assert context == "TEMPLATED:" + doc["prompt"] and len(seen) == 1
+
+
+def test_chat_template_can_be_turned_off(tiny_model_dir):
+    task = _mini_task({"pretrained": str(tiny_model_dir), "chat_template": False})
+    doc = task.test_docs()[0]
+    assert task.fewshot_context(doc, 0) == doc["prompt"]
