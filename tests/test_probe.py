@@ -124,3 +124,13 @@ def test_probe_metric_is_registered(fresh_plugins):
     assert set(out["per_layer"]) == {1, 2, 3}
     assert out["max_accuracy"] >= out["mean_accuracy"] > 0.75
     assert out["mean_separation"] > 0
+
+
+def test_probes_for_another_tokenizer_are_rejected(tiny_model_dir):
+    from es2_plugin.modeling import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    harmful, harmless = gaussian_classes(d=32, layers=(1, 2))
+    probes = fit_probes(harmful, harmless, meta={"hidden_size": 32, "num_layers": 4, "vocab_size": len(tok) + 7})
+    with pytest.raises(ES2UsageError, match=f"tokenizer of {len(tok) + 7} tokens; this tokenizer has {len(tok)}"):
+        probes.check_compatible(model, tok)
