@@ -48,7 +48,7 @@ def plot_probe_accuracy(series: Mapping[str, Mapping[int, float]], path: str | o
 
 
 def plot_distance_per_layer(series: Mapping[str, Mapping[int, float]], path: str | os.PathLike[str], *,
-                            title: str = "Mean SCAV push |ε| per layer (prompt token)") -> Path:
+                            title: str = "Mean push |ε| per layer at the prompt token") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     labels = list(series)
