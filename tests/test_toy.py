@@ -11,12 +11,16 @@ import pytest
 from es2_plugin import toy
 
 QUICK_STEPS = 30
+SHORT_ANSWERS = 4  # new tokens per held-out answer in these tests (the real evaluation uses toy.MAX_NEW_TOKENS)
 
 
 @pytest.fixture(scope="module")
 def quick_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One short build (30 steps, with the held-out evaluation) shared by the read-only tests."""
-    return toy.build_toy_model(tmp_path_factory.mktemp("toy") / "seed-0", seed=0, steps=QUICK_STEPS, progress=False)
+    """One short build (30 steps, with a short held-out evaluation) shared by the read-only tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(toy, "MAX_NEW_TOKENS", SHORT_ANSWERS)
+        return toy.build_toy_model(tmp_path_factory.mktemp("toy") / "seed-0", seed=0, steps=QUICK_STEPS,
+                                   progress=False)
 
 
 def test_cache_root_prefers_es2_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -56,7 +60,9 @@ def test_build_loads_with_auto_classes_and_chat_template(quick_build: Path) -> N
     assert out.shape[1] > enc["input_ids"].shape[1]
 
 
-def test_evaluate_refusal_reports_rates_on_the_held_out_split(quick_build: Path) -> None:
+def test_evaluate_refusal_reports_rates_on_the_held_out_split(quick_build: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toy, "MAX_NEW_TOKENS", SHORT_ANSWERS)
     result = toy.evaluate_refusal(quick_build, split="test")
     assert result["n_harmful"] == 60 and result["n_harmless"] == 60 and result["n_borderline"] == 20
     assert 0.0 <= result["harmful_refusal"] <= 1.0 and 0.0 <= result["harmless_compliance"] <= 1.0
@@ -87,6 +93,7 @@ def test_ensure_reuses_a_complete_cache_without_message(monkeypatch: pytest.Monk
 def test_ensure_rebuilds_a_corrupt_cache_with_a_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         quick_build: Path, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("ES2_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(toy, "MAX_NEW_TOKENS", SHORT_ANSWERS)
     target = toy.toy_model_dir(0)
     shutil.copytree(quick_build, target)
     good_hash = json.loads((target / toy.META_FILE).read_text())["weights_sha256"]
