@@ -17,7 +17,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts of each source")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts (es2 attack: of --data; es2 probe: of each class)")
 
 
 def positive(name: str, value: int | None) -> None:
