@@ -129,3 +129,27 @@ def test_without_autoload_include_path_tasks_path_works(tiny_model_dir, tmp_path
     proc, res = lm_eval([*_mini_args(tiny_model_dir), "--include_path", tasks_path], tmp_path, ES2_NO_AUTOLOAD="1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 0.0 <= metric(res, "es2_mini_harmful", "refusal_rate") <= 1.0
+
+
+def test_es2_eval_before_after_adapter(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    env = {k: v for k, v in os.environ.items() if k != "ES2_NO_AUTOLOAD"}
+    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"})
+    proc = subprocess.run([str(BIN / "es2"), "eval", "--model", str(tiny_model_dir), "--adapter",
+                           str(tmp_path / "adapter"), "--tasks", "es2_mini_harmful", "--limit", "2",
+                           "--max-gen-toks", "2", "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "before / after adapter" in proc.stdout and "refusal_rate" in proc.stdout
+    for label in ("base", "adapter"):
+        data = json.loads((tmp_path / "out" / f"results_{label}.json").read_text())
+        assert 0.0 <= data["results"]["es2_mini_harmful"]["refusal_rate,none"] <= 1.0
+    adapter_cfg = json.loads((tmp_path / "out" / "results_adapter.json").read_text())["config"]["model_args"]
+    assert "peft" in str(adapter_cfg)

@@ -219,3 +219,18 @@ def test_chat_template_can_be_turned_off(tiny_model_dir):
     task = _mini_task({"pretrained": str(tiny_model_dir), "chat_template": False})
     doc = task.test_docs()[0]
     assert task.fewshot_context(doc, 0) == doc["prompt"]
+
+
+def test_es2_eval_rejects_unknown_task_before_loading_a_model():
+    from es2_plugin.evaluate import evaluate
+
+    with pytest.raises(ES2UsageError, match=r"unknown lm-eval task\(s\) no_such_task"):
+        evaluate("/nonexistent-model", ["es2_mini_harmful,no_such_task"])
+
+
+def test_metric_rows_skip_stderr_and_counts():
+    from es2_plugin.evaluate import metric_rows
+
+    rows = metric_rows({"results": {"t": {"alias": "t", "refusal_rate,none": 0.5, "refusal_rate_stderr,none": 0.1,
+                                          "sample_len": 4}}})
+    assert rows == {("t", "refusal_rate"): 0.5}
