@@ -74,7 +74,7 @@ def make_trainer_cls(section: dict[str, Any], base: type | None = None) -> type:
             with ctx:
                 cfg, _ = measure_base(model, tok, [r["prompt"] for r in h_rec], [r["prompt"] for r in b_rec], config)
                 h_ex, b_ex = build_examples(model, tok, h_rec, cfg), build_examples(model, tok, b_rec, cfg)
-            kwargs["train_dataset"] = PairedDataset(h_ex, b_ex)
+            kwargs["train_dataset"] = PairedDataset(h_ex, b_ex).to_hf()  # axolotl reads column_names
             kwargs["data_collator"] = ES2Collator(tok.pad_token_id, cfg)
             kwargs["eval_dataset"] = None
             if "args" in kwargs:
