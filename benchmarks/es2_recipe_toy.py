@@ -29,6 +29,9 @@ VARIANTS: dict[str, dict] = {
     "first10-beta4": {"kl_on": "both", "kl_span": "prompt+response", "first_response_weight": 10.0, "beta": 4.0},
     "first30": {"kl_on": "both", "kl_span": "prompt+response", "first_response_weight": 30.0},
     "sample-first10": {"objective": "sample-margin", "first_response_weight": 10.0},
+    # stress: a margin twice as far (the hinge stops later, so the push is stronger)
+    "uniform-m8": {"first_response_weight": 1.0, "objective_options": {"margin": 8.0}},
+    "first10-m8": {"first_response_weight": 10.0, "objective_options": {"margin": 8.0}},
 }
 
 

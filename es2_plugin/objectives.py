@@ -80,11 +80,22 @@ def sample_margin(harmful: torch.Tensor, harmless: torch.Tensor, margin: float =
     return 0.5 * (hinge_squared(_distance(h, mu_b), margin).mean() + hinge_squared(_distance(b, mu_h), margin).mean())
 
 
-def _weighted_mean(per_position: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(per_position: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``sum(w * m * x) / sum(w * m)`` over positions (``w`` = 1 when no weights are given)."""
     w = mask.to(per_position.dtype)
     if weights is not None:
         w = w * weights.to(per_position.dtype)
     return (per_position * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def kl_per_position(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``T^2 * KL(p_base || p_theta)`` at every position, ``[b, t]`` (no reduction; no gradient to the reference)."""
+    import torch.nn.functional as F
+
+    t = float(temperature)
+    log_p_ref = F.log_softmax(ref_logits.detach().float() / t, dim=-1)
+    log_p = F.log_softmax(logits.float() / t, dim=-1)
+    return t * t * (log_p_ref.exp() * (log_p_ref - log_p)).sum(-1)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
@@ -95,13 +106,7 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
     optional ``weights`` ``[b, t]``. With weights the mean is ``sum(w * m * KL) / sum(w * m)``, e.g. weights > 1 on
     the first response positions, where the answer is decided. No gradient reaches ``ref_logits``.
     """
-    import torch.nn.functional as F
-
-    t = float(temperature)
-    log_p_ref = F.log_softmax(ref_logits.detach().float() / t, dim=-1)
-    log_p = F.log_softmax(logits.float() / t, dim=-1)
-    per_position = (log_p_ref.exp() * (log_p_ref - log_p)).sum(-1)
-    return t * t * _weighted_mean(per_position, mask, weights)
+    return weighted_mean(kl_per_position(logits, ref_logits, temperature), mask, weights)
 
 
 def reference_topk(ref_logits: torch.Tensor, k: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,16 +118,9 @@ def reference_topk(ref_logits: torch.Tensor, k: int, temperature: float = 1.0) -
     return values, indices
 
 
-def kl_to_reference_topk(logits: torch.Tensor, ref_log_probs: torch.Tensor, ref_indices: torch.Tensor,
-                         mask: torch.Tensor, temperature: float = 1.0,
-                         weights: torch.Tensor | None = None) -> torch.Tensor:
-    """KL against cached top-``k`` reference log-probabilities, the rest of the vocabulary as one tail bucket.
-
-    Both distributions are coarsened to ``k + 1`` outcomes (the k cached tokens and "anything else"), so this is
-    a lower bound on the exact KL (data-processing inequality) whose error is at most the tail's share; for a
-    peaked chat model k = 32..64 is close (see tests/benchmarks). ``T^2``-scaled and masked like
-    :func:`kl_to_reference`.
-    """
+def kl_per_position_topk(logits: torch.Tensor, ref_log_probs: torch.Tensor, ref_indices: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """Per-position ``T^2``-scaled KL against cached top-``k`` reference log-probs plus one tail bucket, ``[b, t]``."""
     import torch
     import torch.nn.functional as F
 
@@ -135,7 +133,20 @@ def kl_to_reference_topk(logits: torch.Tensor, ref_log_probs: torch.Tensor, ref_
     top = (ref_top.exp() * (ref_top - log_q_top)).sum(-1)
     tail = torch.where(p_ref_tail > 0, p_ref_tail * (torch.log(p_ref_tail.clamp_min(1e-12)) - torch.log(q_tail)),
                        torch.zeros_like(p_ref_tail))
-    return t * t * _weighted_mean(top + tail, mask, weights)
+    return t * t * (top + tail)
+
+
+def kl_to_reference_topk(logits: torch.Tensor, ref_log_probs: torch.Tensor, ref_indices: torch.Tensor,
+                         mask: torch.Tensor, temperature: float = 1.0,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL against cached top-``k`` reference log-probabilities, the rest of the vocabulary as one tail bucket.
+
+    Both distributions are coarsened to ``k + 1`` outcomes (the k cached tokens and "anything else"), so this is
+    a lower bound on the exact KL (data-processing inequality) whose error is at most the tail's share; for a
+    peaked chat model k = 32..64 is close (see tests/benchmarks). ``T^2``-scaled and masked like
+    :func:`kl_to_reference`.
+    """
+    return weighted_mean(kl_per_position_topk(logits, ref_log_probs, ref_indices, temperature), mask, weights)
 
 
 def layer_margins(harmful: dict[int, torch.Tensor], harmless: dict[int, torch.Tensor]) -> dict[int, float]:

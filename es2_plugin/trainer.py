@@ -331,20 +331,16 @@ class ES2Mixin:
         states = pooled_states(outputs.hidden_states, prompt_mask, cfg.layers, cfg.pooling)  # type: ignore[arg-type]
         sep, margins = self.es2_separation(states, is_harmful)
         mask = kl_weights > 0
-        ok = ~is_harmful
         if self.es2_reference == "cached":
             if ref_logp is None:
                 raise ES2UsageError("reference 'cached' needs examples prepared with cache_reference()")
-            kl = O.kl_to_reference_topk(outputs.logits, ref_logp, ref_idx, mask, cfg.temperature, kl_weights)
-            with torch.no_grad():
-                kl_harmless = O.kl_to_reference_topk(outputs.logits[ok], ref_logp[ok], ref_idx[ok],
-                                                     inputs["attention_mask"][ok], cfg.temperature)
+            per_position = O.kl_per_position_topk(outputs.logits, ref_logp, ref_idx, cfg.temperature)
         else:
-            ref = self._reference_logits(inputs)
-            kl = O.kl_to_reference(outputs.logits, ref, mask, cfg.temperature, kl_weights)
-            with torch.no_grad():
-                kl_harmless = O.kl_to_reference(outputs.logits[ok], ref[ok], inputs["attention_mask"][ok],
-                                                cfg.temperature)
+            per_position = O.kl_per_position(outputs.logits, self._reference_logits(inputs), cfg.temperature)
+        kl = O.weighted_mean(per_position, mask, kl_weights)
+        with torch.no_grad():  # the plain harmless KL (all answer and prompt positions, unweighted), for logs
+            ok = ~is_harmful
+            kl_harmless = O.weighted_mean(per_position[ok], inputs["attention_mask"][ok], None)
         loss = sep + cfg.beta * kl
         step = int(getattr(self.state, "global_step", 0))
         if not math.isfinite(float(loss.detach())):
