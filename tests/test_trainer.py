@@ -182,7 +182,8 @@ def test_torchrun_two_processes_gloo(tiny_model_dir, tmp_path):
     assert result["world_size"] == 2
     assert result["logit_change"] > 1e-3
     assert min(result["ratio"].values()) > 5, result
-    assert abs(result["global_margin"] - result["rank_margins_mean"]) >= 0  # both recorded (see report)
+    # class means span both ranks: the gathered margin differs from what each rank alone would see
+    assert abs(result["global_margin"] - result["rank_margins_mean"]) > 0.01 * result["global_margin"]
 
 
 def test_axolotl_plugin_trainer_class_trains_with_es2_section(tiny_model_dir, tmp_path):
