@@ -45,8 +45,17 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _check_model_dir(path: str | os.PathLike[str]) -> str:
+def _looks_local(text: str) -> bool:
+    """A filesystem path rather than a hub id (``org/name``): absolute, relative ``./``, ``~`` or deeper."""
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
+
+
+def check_model_dir(path: str | os.PathLike[str]) -> str:
+    """The model path to load, after checking it looks like a model (stdlib only: call it before heavy imports)."""
     p = Path(path).expanduser()
+    if not p.exists() and _looks_local(str(path)):
+        raise ES2UsageError(f"model path {p} does not exist; pass a model directory saved with save_pretrained "
+                            f"or a hub id already in the local cache")
     if p.exists():
         if (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
             raise ES2UsageError(f"{p} is a PEFT adapter, not a model; pass the base model with --model and this "
@@ -90,10 +99,10 @@ def load_model_and_tokenizer(path: str | os.PathLike[str] | None = None, adapter
     and tensor shapes) before loading. ``merge=True`` folds it into the weights (faster inference; the
     reference model is then gone). Weights are read from safetensors only.
     """
+    path = default_model_path() if path is None else path
+    model_path = check_model_dir(path)  # before importing transformers: a wrong path fails in a blink
     from transformers import AutoModelForCausalLM
 
-    path = default_model_path() if path is None else path
-    model_path = _check_model_dir(path)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     try:
         with _quiet_loading():
