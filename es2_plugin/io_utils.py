@@ -23,6 +23,29 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def check_writable_dir(path: str | os.PathLike[str], *, what: str = "output") -> None:
+    """Fail early, before heavy work, when ``path`` (or the directory it would be created in) is not writable.
+
+    Creates and removes one empty temporary file in the nearest existing directory: permission bits alone do
+    not tell (root ignores them; read-only mounts and /proc do not).
+    """
+    target = Path(path).expanduser()
+    probe = target
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ES2UsageError(f"{what} {target}: {probe} is a file, not a directory; choose a directory path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".es2-write-check.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ES2UsageError(f"{what} {target} is not writable ({exc.strerror or exc} in {probe}); "
+                            f"choose a writable directory") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write to a temporary file beside ``path`` and rename it into place."""
     target = Path(path)

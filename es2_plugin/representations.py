@@ -78,6 +78,41 @@ def num_layers(model: Any) -> int:
     return int(config.num_hidden_layers)
 
 
+def context_length(model: Any, tokenizer: Any = None) -> int | None:
+    """The most positions the model takes (``max_position_embeddings``, else a finite tokenizer limit)."""
+    config = getattr(model, "config", model)
+    config = getattr(config, "text_config", None) or config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def check_prompts_fit(model: Any, tokenizer: Any, prompts: Sequence[str], *, source: str = "prompts",
+                      limit: int | None = None, limit_name: str = "the model's context") -> None:
+    """Raise one line when a chat-templated prompt is empty or longer than the context (or ``limit``).
+
+    Too-long prompts would otherwise be truncated (losing the generation prompt, the position ES2 reads) or run
+    past the position embeddings, silently or deep inside the model.
+    """
+    context = context_length(model, tokenizer)
+    cap = min(x for x in (context, limit) if x is not None) if (context or limit) else None
+    for i, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ES2UsageError(f"prompt {i} of {source} is empty; remove empty prompts")
+    if cap is None:
+        return
+    name = limit_name if limit is not None and (context is None or limit <= context) else "the model's context"
+    lengths = [len(ids) for ids in tokenizer([chat_text(tokenizer, p) for p in prompts],
+                                             add_special_tokens=False)["input_ids"]]
+    for i, n in enumerate(lengths, 1):
+        if n > cap:
+            raise ES2UsageError(f"prompt {i} of {source} has {n} tokens with the chat template, more than "
+                                f"{name} ({cap}); shorten or drop it")
+
+
 def check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
     bad = [layer for layer in layers if not 1 <= int(layer) <= n_layers]
     if bad:

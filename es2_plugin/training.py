@@ -37,6 +37,9 @@ def check_output_dir(output: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse directories holding something else; ``--resume`` needs an unfinished ES2 run there."""
     if output.exists() and not output.is_dir():
         raise ES2UsageError(f"output {output} is a file; choose a directory path for --output")
+    from es2_plugin.io_utils import check_writable_dir
+
+    check_writable_dir(output)
     entries = [p for p in output.iterdir() if not p.name.startswith(".")] if output.is_dir() else []
     ours = (output / RUN_FILE).is_file()
     if resume:
@@ -154,13 +157,29 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
 
     An interrupted run returns ``{"interrupted": True, "checkpoint": ...}`` after saving a checkpoint.
     """
+    from es2_plugin.data import load_records
+
+    start = time.time()
+    out = Path(output).expanduser()
+    check_output_dir(out, resume=resume, overwrite=overwrite)
+    saved: dict = {}
+    if resume:
+        saved = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+        config = ES2Config.from_dict(saved["config"], source=str(out / RUN_FILE))
+        model_path, harmful, harmless = saved["base"]["path"], saved["data"]["harmful"], saved["data"]["harmless"]
+        harmful_column, harmless_column = saved["data"]["harmful_column"], saved["data"]["harmless_column"]
+    h_records = load_records(harmful, harmful_column)  # bad data fails here, before torch is even imported
+    b_records = load_records(harmless, harmless_column)
+    if model_path is not None:
+        from es2_plugin.modeling import check_model_dir
+
+        check_model_dir(model_path)
     import warnings
 
     import torch
     from transformers.utils import logging as hf_logging
 
     from es2_plugin import callbacks as cb
-    from es2_plugin.data import load_records
     from es2_plugin.modeling import load_model_and_tokenizer
     from es2_plugin.trainer import (
         ES2Collator,
@@ -175,17 +194,6 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    start = time.time()
-    out = Path(output).expanduser()
-    check_output_dir(out, resume=resume, overwrite=overwrite)
-    saved: dict = {}
-    if resume:
-        saved = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
-        config = ES2Config.from_dict(saved["config"], source=str(out / RUN_FILE))
-        model_path, harmful, harmless = saved["base"]["path"], saved["data"]["harmful"], saved["data"]["harmless"]
-        harmful_column, harmless_column = saved["data"]["harmful_column"], saved["data"]["harmless_column"]
-    h_records = load_records(harmful, harmful_column)
-    b_records = load_records(harmless, harmless_column)
     torch.set_flush_denormal(True)
     model, tokenizer = load_model_and_tokenizer(model_path, trust_remote_code=trust_remote_code)
     base_path = str(getattr(model, "name_or_path", None) or model_path)
@@ -193,6 +201,11 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
 
     chat_text(tokenizer, "check")  # a model without a chat template fails here, before anything is written
     h_prompts, b_prompts = [r["prompt"] for r in h_records], [r["prompt"] for r in b_records]
+    from es2_plugin.representations import check_prompts_fit
+
+    for prompts, source in ((h_prompts, harmful), (b_prompts, harmless)):
+        check_prompts_fit(model, tokenizer, prompts, source=str(source), limit=config.max_length,
+                          limit_name="max_length")
     if resume:
         probe_summary = saved["probe"]
     else:

@@ -25,6 +25,25 @@ def positive(name: str, value: int | None) -> None:
         raise ES2UsageError(f"--{name} must be a positive integer, got {value}")
 
 
+def check_output(path: str, marker: str) -> None:
+    """Before heavy work: ``path`` must be new, empty, or a previous output of this command (it holds ``marker``).
+
+    The output directory is replaced as a whole at the end, so anything else in it would be lost.
+    """
+    from pathlib import Path
+
+    from es2_plugin.io_utils import check_writable_dir
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ES2UsageError(f"output {p} is a file; choose a directory path for --output")
+    if p.is_dir() and any(p.iterdir()) and not (p / marker).is_file():
+        first = sorted(x.name for x in p.iterdir())[0]
+        raise ES2UsageError(f"output {p} is not empty and holds something else ({first}, ...); choose an empty "
+                            f"or new directory for --output (it is replaced as a whole)")
+    check_writable_dir(p)
+
+
 def read_prompts(source: str, *, column: str | None = None, limit: int | None = None) -> list[str]:
     """Prompts from a file (.csv/.jsonl/.txt), ``es2:NAME[:SPLIT]`` or ``hf:NAME`` via :mod:`es2_plugin.data`."""
     from es2_plugin.data import load_records

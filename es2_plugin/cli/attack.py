@@ -75,6 +75,9 @@ def _run_one(args: argparse.Namespace, adapter: str | None, attack: Any, needs_p
 
     label = model_label(args, adapter)
     model, tok = load_model(args, adapter)
+    from es2_plugin.representations import check_prompts_fit
+
+    check_prompts_fit(model, tok, prompts, source=args.data)
     probes = None
     if args.probes and not args.compare:
         probes = ProbeSet.load(args.probes)
@@ -108,7 +111,7 @@ def _run_one(args: argparse.Namespace, adapter: str | None, attack: Any, needs_p
 
 def run(args: argparse.Namespace) -> int:
     from es2_plugin import plugins, report
-    from es2_plugin.cli._common import read_prompts
+    from es2_plugin.cli._common import check_output, read_prompts
     from es2_plugin.errors import ES2UsageError
     from es2_plugin.io_utils import atomic_dir, atomic_write_json
     from es2_plugin.judges import ClassifierJudge
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare and args.probes:
         raise ES2UsageError("--probes cannot be used with --compare: probes are fitted on each model (give "
                             "--harmless/--probe-harmful instead)")
+    check_output(args.output, "attack.json")
     attack_cls = plugins.get("attacks", args.attack)
     attack = attack_cls(**_parse_options(args))  # validates options before any model is loaded
     plugins.get("judges", args.judge)  # unknown names fail here, before any model is loaded

@@ -62,6 +62,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ES2UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.limit is not None and args.limit <= 0:
+        raise ES2UsageError(f"--limit must be > 0 (documents per task, or a fraction < 1), got {args.limit}")
+    if args.output:
+        if Path(args.output).expanduser().is_file():
+            raise ES2UsageError(f"output {args.output} is a file; choose a directory path for --output")
+        from es2_plugin.io_utils import check_writable_dir
+
+        check_writable_dir(args.output)
+    if args.model is not None:
+        from es2_plugin.modeling import check_model_dir
+
+        check_model_dir(args.model)  # before lm-eval is imported: a wrong path fails in a blink
+    if args.adapter is not None and not (Path(args.adapter).expanduser() / "adapter_config.json").is_file():
+        raise ES2UsageError(f"adapter {args.adapter} is not a PEFT adapter directory (no adapter_config.json); "
+                            f"pass the output directory of es2 train")
     if args.model is None:
         from es2_plugin.modeling import default_model_path
 

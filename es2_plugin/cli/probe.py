@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from es2_plugin import report
-    from es2_plugin.cli._common import load_model, model_label, read_prompts
+    from es2_plugin.cli._common import check_output, load_model, model_label, read_prompts
     from es2_plugin.errors import ES2UsageError
     from es2_plugin.hooks.builtin_layers import parse_layers
     from es2_plugin.io_utils import atomic_dir
@@ -37,9 +37,14 @@ def run(args: argparse.Namespace) -> int:
     positive("limit", args.limit)
     if not 0 <= args.test_fraction < 1:
         raise ES2UsageError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
+    check_output(args.output, "probes.json")
     harmful = read_prompts(args.harmful, column=args.column, limit=args.limit)
     harmless = read_prompts(args.harmless, column=args.column, limit=args.limit)
     model, tok = load_model(args, args.adapter)
+    from es2_plugin.representations import check_prompts_fit
+
+    check_prompts_fit(model, tok, harmful, source=args.harmful)
+    check_prompts_fit(model, tok, harmless, source=args.harmless)
     layers = parse_layers(args.layers, num_layers(model)) or list(range(1, num_layers(model) + 1))
     with report.progress("collecting hidden states", len(harmful) + len(harmless)) as bar:
         probes = probe_model(model, tok, harmful, harmless, layers, batch_size=args.batch_size,
