@@ -214,6 +214,7 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
     check_output(target)
     config = ES2Config(seed=s.seed, **{**DEMO_ES2, **s.es2, **({"steps": s.steps} if s.steps else {})})
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    load0 = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, s.threads))
     torch.set_flush_denormal(True)
@@ -243,6 +244,8 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
             summary = run_training(model_path=base_path, harmful=_source("harmful", s.limit, tmp),
                                    harmless=_source("harmless", s.limit, tmp), output=tmp / "adapter",
                                    config=config, display=True, log=say)
+            if summary.get("interrupted"):  # Ctrl-C during training: nothing half-written stays behind
+                raise KeyboardInterrupt
             times["es2_train"] = round(time.perf_counter() - t, 1)
             t = time.perf_counter()
             es2, _ = load_model_and_tokenizer(base_path, adapter=tmp / "adapter", merge=True)
@@ -253,6 +256,8 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
             times["total"] = round(time.perf_counter() - wall0, 1)
             report["times_s"] = times
             report["cpu_s"] = round(time.process_time() - cpu0, 1)
+            report["load_avg_start"] = load0
+            report["torch_threads"] = max(1, s.threads)
             report["verdict"] = verdict(report)
             _write_outputs(tmp, report, before, after)
         report["output"] = str(target)
@@ -331,7 +336,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in table_rows(report))
+    rows = "\n".join(f"| {a.replace('|', '&#124;')} | {b} | {c} |" for a, b, c in table_rows(report))
     v = report["verdict"]
     n = report["n"]
     bs = report["base"].get("scav") or {}
@@ -343,21 +348,42 @@ def _markdown(report: dict[str, Any]) -> str:
 
 {checks}
 
-Built-in model seed {report['settings']['seed']}; {n['held_out_harmful']} held-out harmful,
-{n['held_out_harmless']} held-out harmless and {n['held_out_borderline']} borderline authored prompts (never trained on).
+Built-in model, seed {report['settings']['seed']}. Held-out authored prompts (never trained on):
+{n['held_out_harmful']} harmful, {n['held_out_harmless']} harmless, {n['held_out_borderline']} borderline.
 SCAV (P0 = {report['settings']['p0']}, P1 = {report['settings']['p1']}, layers {bs.get('layers')}) attacks the
-{n['attacked']} held-out harmful prompts the base refuses; after ES2 the attacker refits its probes on the ES2 model.
-ES2: LoRA r={cfg['lora_r']}, {cfg['objective']} {cfg['objective_options']}, beta {cfg['beta']}, layers {cfg['layers']},
-KL on {cfg['kl_on']} over {cfg['kl_span']}, {cfg['steps']} steps, lr {cfg['learning_rate']}.
+{n['attacked']} held-out harmful prompts the base refuses; after ES2 the attacker refits its probes on the ES2
+model. Attack success = not refused (keyword judge) and not degenerate. ES2: LoRA r={cfg['lora_r']},
+{cfg['objective']} {cfg['objective_options']}, beta {cfg['beta']}, layers {cfg['layers']}, KL on {cfg['kl_on']}
+over {cfg['kl_span']} (first {cfg['first_response_tokens']} answer positions x{cfg['first_response_weight']}),
+{cfg['steps']} steps, lr {cfg['learning_rate']}.
 
 | metric | base | ES2 |
 |---|---:|---:|
 {rows}
 
+Per layer (probe: held-out accuracy of a logistic probe fitted on train prompts; separation: distance between
+the class means / that model's mean hidden-state norm, on the same prompts):
+
+| layer | probe acc. base | probe acc. ES2 | separation base | separation ES2 |
+|---:|---:|---:|---:|---:|
+{_layer_rows(report)}
+
 Plots: `probe_accuracy.png`, `projection.png`, `distance_per_layer.png`. Numbers: `report.json`.
-Time: {report['times_s']['total']:.0f} s wall, {report['cpu_s']:.0f} s CPU (model {report['times_s']['model']:.0f} s,
-ES2 training {report['times_s']['es2_train']:.0f} s).
+Time: {report['times_s']['total']:.0f} s wall, {report['cpu_s']:.0f} s CPU on {report['torch_threads']} torch thread(s), load
+average {report['load_avg_start']} at start (built-in model
+{'reused' if report['model']['reused'] else 'built'}: {report['times_s']['model']:.0f} s; ES2 training {report['times_s']['es2_train']:.0f} s).
 """
+
+
+def _layer_rows(report: dict[str, Any]) -> str:
+    b, e = report["base"], report["es2"]
+    layers = sorted(int(k) for k in b["probe_accuracy"])
+
+    def get(side: dict, key: str, layer: int) -> float:  # int keys in memory, str keys after JSON
+        return side[key].get(layer, side[key].get(str(layer), float("nan")))
+
+    return "\n".join(f"| {k} | {get(b, 'probe_accuracy', k):.3f} | {get(e, 'probe_accuracy', k):.3f} | "
+                     f"{get(b, 'separation', k):.3f} | {get(e, 'separation', k):.3f} |" for k in layers)
 
 
 def _projection_layer(report: dict[str, Any]) -> int:

@@ -43,6 +43,7 @@ def plot_probe_accuracy(series: Mapping[str, Mapping[int, float]], path: str | o
     if p1 is not None:
         ax.axhline(p1, color="grey", linestyle="--", linewidth=1, label=f"P1 = {p1}")
     ax.set(xlabel="layer (hidden_states index)", ylabel="accuracy", ylim=(0.4, 1.02), title=title)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend()
     return _save(fig, path)
 
