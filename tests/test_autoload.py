@@ -46,6 +46,17 @@ def test_wheel_ships_pth_and_start_files(wheel):
     assert "es2_plugin/_autoload.py" in zf.namelist()
 
 
+def test_editable_wheel_ships_pth_and_start_files(tmp_path):
+    """PEP 660 editable installs (pip install -e .) get the same start-up files as the wheel."""
+    code = ("import sys; from setuptools import build_meta; "
+            f"print(build_meta.build_editable({str(tmp_path)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    zf = zipfile.ZipFile(tmp_path / out.stdout.strip().splitlines()[-1])
+    assert zf.read("es2_plugin_autoload.pth").decode() == _autoload.PTH_LINE
+    assert "es2_plugin_autoload.start" in zf.namelist()
+
+
 def test_pth_line_installs_the_finder_without_importing_the_package(tmp_path):
     code = (f"import sys; exec({_autoload.PTH_LINE!r}); "
             "print('_es2_plugin_autoload' in sys.modules, 'es2_plugin' in sys.modules, 'pluggy' in sys.modules, "
