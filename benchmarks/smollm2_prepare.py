@@ -219,21 +219,16 @@ def generate(
 
 
 def keyword_judge() -> tuple[Callable[[str], bool], str]:
-    """The package's keyword judge when it exists, else the local GCG prefix list."""
+    """The package's keyword judge (es2_plugin.judges.keyword_refuses) when it exists, else the local list."""
     try:
-        from es2_plugin import judges  # type: ignore[attr-defined]
+        from es2_plugin.judges import keyword_refuses
     except ImportError:
-        judges = None
-    for name in ("is_refusal", "keyword_refusal", "keyword_is_refusal"):
-        fn = getattr(judges, name, None) if judges is not None else None
-        if callable(fn):
-            return fn, f"es2_plugin.judges.{name}"
 
-    def is_refusal(text: str) -> bool:
-        norm = text.replace("\u2019", "'")
-        return any(p in norm for p in GCG_REFUSAL_PREFIXES)
+        def is_refusal(text: str) -> bool:
+            return any(p in text for p in GCG_REFUSAL_PREFIXES)
 
-    return is_refusal, "local GCG refusal-prefix list (substring match)"
+        return is_refusal, "local GCG refusal-prefix list (substring match)"
+    return (lambda text: bool(keyword_refuses([text])[0])), "es2_plugin.judges.keyword_refuses (GCG prefixes)"
 
 
 # ----------------------------------------------------------------------------------------------- convert
@@ -536,15 +531,44 @@ def stage_baseline(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
+def load_checkpoint_model(args: argparse.Namespace) -> tuple[Any, Any, int, Path]:
+    """Base model + the latest LoRA checkpoint of this seed, merged: a look at a run that is still going."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    ckpt_dir = args.cache_dir / f"refusal-lora-seed{args.seed}"
+    if not (ckpt_dir / "state.json").is_file():
+        raise PrepError(f"no LoRA checkpoint in {ckpt_dir}; run the baseline stage first")
+    step = int(json.loads((ckpt_dir / "state.json").read_text(encoding="utf-8"))["step"])
+    model, tok = load_model(require_model(args.cache_dir / BASE_DIRNAME, "convert"))
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    tensors = load_file(str(ckpt_dir / "state.safetensors"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(tensors[f"param/{name}"])
+    return model.merge_and_unload(), tok, step, ckpt_dir
+
+
 def stage_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    model_dir = require_model(args.model_dir or args.cache_dir / REFUSAL_DIRNAME, "baseline")
-    jbb = read_csv_column(require_file(args.data_dir / "jailbreakbench.csv", "JailbreakBench"), "Goal")[:100]
-    val = read_jsonl_instructions(require_file(args.data_dir / "alpaca_instructions_val.jsonl", "Alpaca val"))[:100]
+    n = args.eval_limit
+    jbb = read_csv_column(require_file(args.data_dir / "jailbreakbench.csv", "JailbreakBench"), "Goal")[:n]
+    val = read_jsonl_instructions(require_file(args.data_dir / "alpaca_instructions_val.jsonl", "Alpaca val"))[:n]
     judge, judge_name = keyword_judge()
-    model, tok = load_model(model_dir)
+    if args.checkpoint:
+        model, tok, step, model_dir = load_checkpoint_model(args)
+        out_path = model_dir / f"eval_step{step}_n{n}.json"
+    else:
+        model_dir = require_model(args.model_dir or args.cache_dir / REFUSAL_DIRNAME, "baseline")
+        model, tok = load_model(model_dir)
+        out_path = model_dir / ("eval.json" if n == 100 else f"eval_n{n}.json")
     t0 = time.perf_counter()
     res: dict[str, Any] = {"model": str(model_dir), "judge": judge_name, "max_new_tokens": 40, "batch_size": 32,
                            "decoding": "greedy, left padding"}
+    if args.checkpoint:
+        res["checkpoint_step"] = step
     for name, prompts in (("jailbreakbench", jbb), ("alpaca_val", val)):
         outs = generate(model, tok, prompts, max_new_tokens=40, batch_size=32, desc=f"eval {name}")
         flags = [bool(judge(o["response"])) for o in outs]
@@ -552,7 +576,7 @@ def stage_evaluate(args: argparse.Namespace) -> dict[str, Any]:
                      "samples": [{"prompt": p, "response": o["response"], "refused": f}
                                  for p, o, f in zip(prompts, outs, flags, strict=True)]}
     res["generation_s"] = round(time.perf_counter() - t0, 1)
-    write_json(model_dir / "eval.json", res)
+    write_json(out_path, res)
     console().print(f"[green]evaluate {model_dir.name}: JBB refusal {res['jailbreakbench']['refusal_rate']:.0%}, "
                     f"Alpaca-val refusal {res['alpaca_val']['refusal_rate']:.0%} ({res['generation_s']} s)")
     return res
@@ -570,10 +594,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache-dir", type=Path, default=Path(default_cache), help="default $ES2_BENCH_CACHE or ~/.cache/es2-plugin/bench")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="shared prompt data (default ../shared/data)")
     ap.add_argument("--model-dir", type=Path, default=None, help="evaluate this model dir instead of the baseline")
+    ap.add_argument("--checkpoint", action="store_true", help="evaluate the latest LoRA checkpoint of --seed")
+    ap.add_argument("--eval-limit", type=int, default=100, help="prompts per evaluation set (100 = the full report)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--harmful-per-step", type=int, default=8)
     ap.add_argument("--harmless-per-step", type=int, default=8)
-    ap.add_argument("--harmless-pool", type=int, default=480, help="Alpaca train prompts answered by the base model")
+    ap.add_argument("--harmless-pool", type=int, default=352, help="Alpaca train prompts answered by the base model")
     ap.add_argument("--answer-tokens", type=int, default=48)
     ap.add_argument("--max-len", type=int, default=88)
     ap.add_argument("--gen-batch", type=int, default=32)
