@@ -170,6 +170,9 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
         harmful_column, harmless_column = saved["data"]["harmful_column"], saved["data"]["harmless_column"]
     h_records = load_records(harmful, harmful_column)  # bad data fails here, before torch is even imported
     b_records = load_records(harmless, harmless_column)
+    from es2_plugin import plugins
+
+    plugins.get("objectives", config.objective)  # an unknown name fails before anything is written
     if model_path is not None:
         from es2_plugin.modeling import check_model_dir
 

@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         from es2_plugin.io_utils import check_writable_dir
 
         check_writable_dir(args.output)
+    from es2_plugin import plugins
+
+    if args.attack:
+        plugins.get("attacks", args.attack)  # unknown names fail before lm-eval is imported
+    if args.judge:
+        plugins.get("judges", args.judge)
     if args.model is not None:
         from es2_plugin.modeling import check_model_dir
 
