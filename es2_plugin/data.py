@@ -76,7 +76,8 @@ def read_csv(path: Path, column: str | None = None, response_column: str | None 
                                     f"quote fields that contain commas")
             rows.append(row)
     except csv.Error as exc:
-        raise ES2UsageError(f"{path} line {reader.line_num}: malformed CSV ({exc}); fix the quoting") from None
+        line = reader.reader.line_num  # DictReader.line_num still points at the previous row here
+        raise ES2UsageError(f"{path} line {line}: malformed CSV ({exc}); fix the quoting") from None
     if reader.fieldnames is None:
         raise ES2UsageError(f"prompt file {path} is empty; add a header line and prompts")
     if not rows:
