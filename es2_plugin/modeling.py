@@ -101,6 +101,10 @@ def load_model_and_tokenizer(path: str | os.PathLike[str] | None = None, adapter
     """
     path = default_model_path() if path is None else path
     model_path = check_model_dir(path)  # before importing transformers: a wrong path fails in a blink
+    if adapter is not None:
+        if not Path(adapter).expanduser().is_dir():
+            raise ES2UsageError(f"adapter {adapter} does not exist; pass the output directory of es2 train")
+        _adapter_config(Path(adapter).expanduser())
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
