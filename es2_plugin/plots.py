@@ -69,9 +69,10 @@ def plot_budget_curve(series: Mapping[str, Sequence[tuple[float, float]]], path:
                       title: str = "Attack success under a cap on the total push") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    x_max = max((c[-1][0] for c in series.values() if c), default=0.0)
     for label, curve in series.items():
         if curve:
-            xs, ys = zip(*curve, strict=True)
+            xs, ys = zip(*[*curve, (x_max, curve[-1][1])], strict=True)  # flat to the right edge
             ax.step(xs, ys, where="post", label=label)
     ax.set(xlabel="cap on summed |ε| at the prompt token", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
     ax.legend()
