@@ -28,9 +28,26 @@ RESPONSES_FILE = "es2_responses.json"
 CHECKPOINTS = "checkpoints"
 
 
+def _complete(ckpt: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last: a checkpoint without a readable one was cut short."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _last_checkpoint(output: Path) -> Path | None:
-    ckpts = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = sorted((p for p in (output / CHECKPOINTS).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+                    and _complete(p)), key=lambda p: int(p.name.split("-")[-1]))
     return ckpts[-1] if ckpts else None
+
+
+def _drop_incomplete_checkpoints(output: Path) -> None:
+    """After an abort (second Ctrl-C) mid-save: leave only complete checkpoints, never half of one."""
+    for p in (output / CHECKPOINTS).glob("checkpoint-*"):
+        if p.is_dir() and not _complete(p):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def check_output_dir(output: Path, *, resume: bool, overwrite: bool) -> None:
@@ -271,6 +288,9 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
     try:
         with flag:
             trainer.train(resume_from_checkpoint=str(last) if last else None)
+    except KeyboardInterrupt:
+        _drop_incomplete_checkpoints(out)
+        raise
     except ES2NonFiniteLoss as exc:
         good = _last_checkpoint(out)
         where = f"last good checkpoint kept: {good}" if good else "no checkpoint was saved before it"
