@@ -197,7 +197,7 @@ def evaluate_refusal(model_dir: str | os.PathLike[str], split: str = "test") -> 
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     return _evaluate(model, tokenizer, split)
 
 
