@@ -331,12 +331,16 @@ class ES2Mixin:
         states = pooled_states(outputs.hidden_states, prompt_mask, cfg.layers, cfg.pooling)  # type: ignore[arg-type]
         sep, margins = self.es2_separation(states, is_harmful)
         mask = kl_weights > 0
+        real = inputs["attention_mask"].bool()  # softmaxes only over real tokens: padding costs nothing
+        per_position = outputs.logits.new_zeros(real.shape, dtype=torch.float32)
         if self.es2_reference == "cached":
             if ref_logp is None:
                 raise ES2UsageError("reference 'cached' needs examples prepared with cache_reference()")
-            per_position = O.kl_per_position_topk(outputs.logits, ref_logp, ref_idx, cfg.temperature)
+            per_position[real] = O.kl_per_position_topk(outputs.logits[real], ref_logp[real], ref_idx[real],
+                                                        cfg.temperature)
         else:
-            per_position = O.kl_per_position(outputs.logits, self._reference_logits(inputs), cfg.temperature)
+            ref = self._reference_logits(inputs)
+            per_position[real] = O.kl_per_position(outputs.logits[real], ref[real], cfg.temperature)
         kl = O.weighted_mean(per_position, mask, kl_weights)
         with torch.no_grad():  # the plain harmless KL (all answer and prompt positions, unweighted), for logs
             ok = ~is_harmful
