@@ -90,6 +90,19 @@ class SCAV(Attack):
         )
 
 
+def scav_push(e: Any, w: Any, b: float, p0: float, active: Any = None) -> tuple[Any, Any]:
+    """SCAV's closed form on states ``e`` ``[n, d]``: ``(e + ε·w/‖w‖, ε)``, ε = (logit(P0) − b − wᵀe)/‖w‖ on rows
+    where σ(wᵀe + b) > P0 (and ``active``), else 0. Pure: pushed rows read exactly P0 on the probe."""
+    import torch
+
+    target = math.log(p0 / (1 - p0))
+    w_norm = w.norm()
+    logit = e @ w + b
+    push = logit > target if active is None else (logit > target) & active
+    eps = torch.where(push, (target - logit) / w_norm, torch.zeros_like(logit))
+    return e + eps[:, None] * (w / w_norm), eps
+
+
 def install_scav_hooks(model: Any, probes: Any, layers: Sequence[int], p0: float, state: StepState,
                        record: Callable[[int, int, list[float]], None] | None = None) -> list[Any]:
     """Register the SCAV push on the modules producing ``hidden_states[l]``; returns the hook handles.
@@ -103,24 +116,18 @@ def install_scav_hooks(model: Any, probes: Any, layers: Sequence[int], p0: float
 
     modules = hidden_state_modules(model)
     device = next(model.parameters()).device
-    target = math.log(p0 / (1 - p0))
 
     def make_hook(layer: int):
         w = probes.weight(layer).to(device=device, dtype=torch.float32)
         b = probes.bias(layer)
-        w_norm = float(w.norm())
-        unit = w / w_norm
 
         def hook(_module: Any, _inputs: Any, output: Any) -> Any:
             if state.step < 0:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
-            e = hidden[:, -1, :].float()
-            logit = e @ w + b
-            push = (logit > target) & state.active
-            eps = torch.where(push, (target - logit) / w_norm, torch.zeros_like(logit))
+            pushed, eps = scav_push(hidden[:, -1, :].float(), w, b, p0, state.active)
             hidden = hidden.clone()
-            hidden[:, -1, :] = (e + eps[:, None] * unit).to(hidden.dtype)
+            hidden[:, -1, :] = pushed.to(hidden.dtype)
             if record is not None:
                 record(layer, state.step, eps.abs().tolist())
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
