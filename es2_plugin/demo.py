@@ -201,7 +201,7 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
     from es2_plugin.modeling import load_model_and_tokenizer
     from es2_plugin.prompts import load_prompts
     from es2_plugin.report import console as shared_console
-    from es2_plugin.toy import check_toy_model, ensure_toy_model, toy_model_dir
+    from es2_plugin.toy import DEFAULT_STEPS, check_toy_model, ensure_toy_model, toy_model_dir
     from es2_plugin.training import run_training
 
     s = settings
@@ -219,11 +219,12 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
     torch.set_num_threads(max(1, s.threads))
     torch.set_flush_denormal(True)
     try:
-        cached = not s.rebuild_model and check_toy_model(toy_model_dir(s.seed), steps=s.model_steps) is None
+        model_steps = s.model_steps or DEFAULT_STEPS
+        cached = not s.rebuild_model and check_toy_model(toy_model_dir(s.seed), steps=model_steps) is None
         if cached:
             say(f"Reusing the cached built-in model (seed {s.seed}) from {toy_model_dir(s.seed)}.")
         base_path = str(ensure_toy_model(seed=s.seed, rebuild=s.rebuild_model, console=out_console,
-                                         steps=s.model_steps))
+                                         steps=model_steps))
         build_s = time.perf_counter() - wall0
         base, tok = load_model_and_tokenizer(base_path)
         train_h = _cap([r["prompt"] for r in load_prompts("harmful", "train")], s.limit)
