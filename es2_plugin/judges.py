@@ -102,6 +102,9 @@ class ClassifierJudge:
 
     def __init__(self, path: str, *, harmful_label: str | None = None, batch_size: int = 8,
                  trust_remote_code: bool = False) -> None:
+        from es2_plugin.modeling import check_model_dir
+
+        check_model_dir(path)  # a wrong path is one plain line, before transformers is imported
         from transformers import AutoConfig
 
         self.path, self.harmful_label, self.batch_size = str(path), harmful_label, batch_size
