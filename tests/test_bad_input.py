@@ -112,6 +112,7 @@ CASES = [
     C("adapter-not-adapter", A + " --adapter {tiny}", "is not a PEFT adapter directory"),
     C("adapter-other-base", A + " --attack none --adapter {adapter}", "was trained for another base model"),
     C("probes-other-model", A + " --probes {probes}", "probes were fitted for a model with hidden size 48 / 3 layers"),
+    C("classifier-missing", A + " --classifier {data}/no/such/judge", "model path {data}/no/such/judge does not exist"),
     C("eval-adapter-missing", "eval --model {tiny} --adapter {data}/nope", "is not a PEFT adapter directory"),
     # --- output directories
     C("train-output-foreign", T, "holds something else (notes.txt", setup="foreign"),
@@ -276,3 +277,37 @@ def test_check_writable_dir_reports_permission_problem(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(ES2UsageError, match=r"out is not writable \(Permission denied in .*\); choose a writable"):
         check_writable_dir(tmp_path / "out")
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """ENOSPC while writing: ES2UsageError naming the file, the old content intact, no temporary file left."""
+    import errno
+
+    from es2_plugin.errors import ES2UsageError
+    from es2_plugin.io_utils import atomic_write_json
+
+    target = tmp_path / "attack.json"
+    target.write_text('{"old": true}\n')
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ES2UsageError, match=r"cannot write .*attack.json: No space left on device; free disk space"):
+        atomic_write_json(target, {"new": list(range(1000))})
+    assert target.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["attack.json"]
+
+
+def test_interrupted_output_directory_is_rolled_back(tmp_path):
+    """Ctrl-C while an output directory is being built: the previous directory stays, no temporary sibling."""
+    from es2_plugin.io_utils import atomic_dir
+
+    out = tmp_path / "es2-probe"
+    out.mkdir()
+    (out / "probes.json").write_text("previous\n")
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+        (tmp / "probes.json").write_text("half")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["es2-probe"]
+    assert (out / "probes.json").read_text() == "previous\n"
