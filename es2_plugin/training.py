@@ -226,6 +226,10 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
     for prompts, source in ((h_prompts, harmful), (b_prompts, harmless)):
         check_prompts_fit(model, tokenizer, prompts, source=str(source), limit=config.max_length,
                           limit_name="max_length")
+    if not resume and not (isinstance(config.layers, str) and config.layers.strip().lower() == "auto"):
+        from es2_plugin.hooks.builtin_layers import num_layers, parse_layers
+
+        parse_layers(config.layers, num_layers(model.config))  # out-of-range layers fail before probing
     if resume:
         probe_summary = saved["probe"]
     else:

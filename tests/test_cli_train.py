@@ -12,7 +12,7 @@ from es2_plugin.cli import main
 from es2_plugin.config import ES2Config
 
 SMALL = ["--harmful", "es2:authored-harmful:test", "--harmless", "es2:authored-harmless:test", "--steps", "8",
-         "--batch-size", "4", "--layers", "1-3", "--save-steps", "4", "--lr", "5e-3"]
+         "--batch-size", "4", "--layers", "1-3", "--save-steps", "4", "--lr", "5e-3", "--max-response-tokens", "6"]
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
             if state.global_step == 3:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    cfg = ES2Config(steps=8, batch_size=4, layers="1-3", save_steps=4, learning_rate=5e-3)
+    cfg = ES2Config(steps=8, batch_size=4, layers="1-3", save_steps=4, learning_rate=5e-3, max_response_tokens=6)
     result = run_training(model_path=str(tiny_model_dir), harmful="es2:authored-harmful:test",
                           harmless="es2:authored-harmless:test", output=part, config=cfg, display=False,
                           extra_callbacks=[CtrlC()], resume_command="es2 train --output X --resume")

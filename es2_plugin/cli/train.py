@@ -24,6 +24,7 @@ OVERRIDES = {
     "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed", "lora_r": "lora_r",
     "max_length": "max_length", "save_steps": "save_steps", "margin": None, "first_response_weight":
     "first_response_weight", "first_response_tokens": "first_response_tokens", "responses": "responses",
+    "max_response_tokens": "max_response_tokens",
 }
 
 
@@ -60,6 +61,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--lora-r", type=int, help="LoRA rank")
     g.add_argument("--max-length", type=int, help="max tokens per prompt + answer")
+    g.add_argument("--max-response-tokens", type=int, help="length of the base model's own answers (default 32)")
     g.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     g.add_argument("--seed", type=int, help="random seed")
     p.set_defaults(func=run)
