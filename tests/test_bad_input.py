@@ -311,3 +311,15 @@ def test_interrupted_output_directory_is_rolled_back(tmp_path):
         raise KeyboardInterrupt
     assert [p.name for p in tmp_path.iterdir()] == ["es2-probe"]
     assert (out / "probes.json").read_text() == "previous\n"
+
+
+@pytest.mark.parametrize("how", [["--debug"], []], ids=["--debug", "ES2_DEBUG=1"])
+def test_debug_shows_the_traceback_then_the_same_line(tmp_path, how):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ES2_CACHE_DIR": str(tmp_path / "cache")}
+    if not how:
+        env["ES2_DEBUG"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "es2_plugin", *how, "train", "--output", str(tmp_path / "o"),
+                           "--beta", "-1"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "ES2UsageError" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "es2 train: error: beta must be a number >= 0, got -1.0"
