@@ -105,5 +105,5 @@ def test_causal_guard_judge_runs_on_a_chat_model(tiny_model_dir):
 def test_classifier_path_that_is_not_a_model(tmp_path):
     from es2_plugin.errors import ES2UsageError
 
-    with pytest.raises(ES2UsageError, match="not a local Hugging Face model"):
+    with pytest.raises(ES2UsageError, match="not a (local )?Hugging Face model"):
         ClassifierJudge(str(tmp_path))
