@@ -69,7 +69,9 @@ def es2_register_attacks(register: Register) -> None:
     ``instance(ctx, prompts) -> AttackOutput`` where ``ctx`` is an :class:`es2_plugin.attacks.base.AttackContext`
     (model, tokenizer, probes, generation settings) and the result is an
     :class:`es2_plugin.attacks.base.AttackOutput` (completions, per-prompt perturbation distances if the attack
-    moves hidden states, extra info). See ``es2_plugin/attacks/base.py``.
+    moves hidden states, extra info). See ``es2_plugin/attacks/base.py``. Attacks that read ``ctx.probes`` set
+    ``needs_probes = True``; ``es2 attack`` and the ``es2-hf`` lm-eval model then load or fit probes for the
+    attacked model. Built-ins: ``scav``, ``repe``, ``prefill``, ``softprompt``, ``none``.
     """
 
 
