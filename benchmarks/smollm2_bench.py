@@ -454,6 +454,9 @@ def summarise(out: Path, es2_side: str) -> dict[str, Any]:
                 refused = [it["refused"] for it in none["items"]] if none else None
                 keep["success_on_refused"] = _rate_on(row, refused) if name != "none" else None
                 keep["n_refused_unattacked"] = sum(refused) if refused else None
+                base_none = base.get(f"none_{dataset}")
+                if label == "es2" and base_none and name != "none":  # the demo's protocol: prompts the base refuses
+                    keep["success_on_base_refused"] = _rate_on(row, [it["refused"] for it in base_none["items"]])
                 if row.get("distance_prompt") is not None and refused:
                     dp = [d for d, m in zip(row["distance_prompt"], refused, strict=False) if m]
                     keep["mean_distance_prompt_on_refused"] = sum(dp) / len(dp) if dp else None
@@ -782,10 +785,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, args.threads))
         torch.set_flush_denormal(True)
-        args.out.mkdir(parents=True, exist_ok=True)
         if args.snapshot_baseline:
             say(str(snapshot_baseline(args.seed)))
             return 0
+        args.out.mkdir(parents=True, exist_ok=True)
         meta_path = args.out / "results" / "runs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
         run = {"argv": args.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                "load": load_avg(), "host": platform.node(), "cpus": os.cpu_count(), "torch_threads": args.threads}
