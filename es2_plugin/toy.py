@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from es2_plugin import __version__
+from es2_plugin.cpu import flushed_denormals
 from es2_plugin.io_utils import atomic_dir
 
 #: Bump when the recipe changes (architecture, data, training): cached models of older recipes are rebuilt.
@@ -211,13 +212,13 @@ def build_toy_model(out_dir: str | os.PathLike[str], seed: int = 0, steps: int |
     import torch
 
     steps = DEFAULT_STEPS if steps is None else int(steps)
-    torch.set_flush_denormal(True)
     threads = torch.get_num_threads()
     # One thread: the same weights on any machine, and no collapse when other processes share the cores
     # (measured here: 2 threads under load were 6x slower than 1).
     torch.set_num_threads(1)
     try:
-        return _build(Path(out_dir), seed, steps, progress, evaluate)
+        with flushed_denormals():
+            return _build(Path(out_dir), seed, steps, progress, evaluate)
     finally:
         torch.set_num_threads(threads)
 

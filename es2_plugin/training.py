@@ -19,6 +19,7 @@ from typing import Any
 
 from es2_plugin import __version__
 from es2_plugin.config import ES2Config
+from es2_plugin.cpu import with_flushed_denormals
 from es2_plugin.errors import ES2UsageError
 from es2_plugin.io_utils import atomic_write_json, atomic_write_text
 
@@ -165,6 +166,7 @@ ES2 makes SCAV-style embedding attacks need larger pushes; it is not a guarantee
 """
 
 
+@with_flushed_denormals
 def run_training(*, model_path: str | None, harmful: str, harmless: str, output: str | os.PathLike[str],
                  config: ES2Config, resume: bool = False, overwrite: bool = False,
                  harmful_column: str | None = None, harmless_column: str | None = None,
@@ -214,7 +216,6 @@ def run_training(*, model_path: str | None, harmful: str, harmless: str, output:
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    torch.set_flush_denormal(True)
     model, tokenizer = load_model_and_tokenizer(model_path, trust_remote_code=trust_remote_code)
     base_path = str(getattr(model, "name_or_path", None) or model_path)
     from es2_plugin.representations import chat_text
