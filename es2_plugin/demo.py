@@ -151,9 +151,9 @@ def _evaluate(model: Any, tokenizer: Any, prompts: dict[str, list[str]], targets
         "layers": attacked.info["layers"], "success_rate": scores["success_rate"],
         "keyword_only_success_rate": scores["keyword_only_success_rate"],
         "degeneration_rate": scores["degeneration_rate"], "refusal_rate": scores["refusal_rate"], **dist,
-        "examples": [{"prompt": p, "completion": c, "success": ok, "degenerate": dg}
-                     for p, c, ok, dg in zip(attacked.prompts[:5], attacked.completions[:5], scores["success"][:5],
-                                             scores["degenerate"][:5], strict=True)],
+        "rows": [{"prompt": p, "completion": c, "success": ok, "degenerate": dg, "distance_prompt": d}
+                 for p, c, ok, dg, d in zip(attacked.prompts, attacked.completions, scores["success"],
+                                            scores["degenerate"], attacked.distance_prompt or [], strict=True)],
     }
     return out
 
