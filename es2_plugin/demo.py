@@ -194,6 +194,15 @@ def _ratio(after: float | None, before: float | None) -> float | None:
 
 def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
     """Run the demo into ``settings.output`` (written atomically) and return the report dict."""
+    from es2_plugin.cpu import flushed_denormals
+
+    with flushed_denormals():  # ~5x faster CPU work; restored for the host program afterwards
+        return _run_demo(settings, console)
+
+
+def _run_demo(settings: DemoSettings, console: Any) -> dict[str, Any]:
+    import shutil
+
     import torch
 
     from es2_plugin.config import ES2Config
@@ -217,7 +226,6 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
     load0 = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, s.threads))
-    torch.set_flush_denormal(True)
     try:
         model_steps = s.model_steps or DEFAULT_STEPS
         cached = not s.rebuild_model and check_toy_model(toy_model_dir(s.seed), steps=model_steps) is None
@@ -248,6 +256,8 @@ def run_demo(settings: DemoSettings, *, console: Any = None) -> dict[str, Any]:
             if summary.get("interrupted"):  # Ctrl-C during training: nothing half-written stays behind
                 raise KeyboardInterrupt
             times["es2_train"] = round(time.perf_counter() - t, 1)
+            # resume checkpoints (optimizer state, pickles) are of no use in a finished demo: keep only the adapter
+            shutil.rmtree(tmp / "adapter" / "checkpoints", ignore_errors=True)
             t = time.perf_counter()
             es2, _ = load_model_and_tokenizer(base_path, adapter=tmp / "adapter", merge=True)
             after = _evaluate(es2, tok, held, targets, train_h, train_b, s, say, "ES2")

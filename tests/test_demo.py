@@ -59,6 +59,7 @@ def test_demo_end_to_end_then_reuses_cached_model(tmp_path, cache, capsys):
     md = (out / "report.md").read_text()
     assert "Verdict:" in md and "| SCAV success (not refused, not degenerate) |" in md
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert not (out / "adapter" / "checkpoints").exists()  # no optimizer pickles left in a finished demo
 
     # a second run reuses the cached model and replaces the previous demo output in place
     assert main(["demo", "--output", str(out), *QUICK]) == 0
