@@ -606,6 +606,12 @@ def versions() -> dict[str, str | None]:
         "python": platform.python_version()}
 
 
+def _layers_text(layers: Any) -> str:
+    if isinstance(layers, list) and layers and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return str(layers)
+
+
 def _probe_n(s: dict[str, Any]) -> str:
     row = s["rows"].get("base", {}).get("probe") or {}
     return str(row.get("n_harmful", "?"))
@@ -633,8 +639,10 @@ def markdown(out: Path, s: dict[str, Any], args: argparse.Namespace, made: list[
         med = sorted(step_s)[len(step_s) // 2] if step_s else None
         lines += ["", f"ES2 training: {tr['summary']['steps_done']} steps, wall {tr['wall_s']} s (median step "
                   f"{_f(med)} s, load {tr['load_start']} → {tr['load_end']}); data {tr['data']}; config "
-                  + ", ".join(f"{k}={cfg.get(k)}" for k in keys)
-                  + f"; layers trained {tr['summary']['layers']}; final {tr['summary'].get('final')}."]
+                  + ", ".join(f"{k}={_layers_text(cfg[k]) if k == 'layers' else cfg.get(k)}" for k in keys)
+                  + f"; layers trained {_layers_text(tr['summary']['layers'])}; last logged step: "
+                  + ", ".join(f"{k} {v}" for k, v in (tr["summary"].get("final") or {}).items()
+                              if not k.startswith("es2_margin_L")) + "."]
         m = tr["summary"].get("margins", {})
         if m.get("after"):
             lines += ["", "| layer | base probe acc. | margin before | margin after | x |", "|---:|---:|---:|---:|---:|"]
@@ -733,6 +741,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", default="default", help="name of this ES2 configuration (adapter dir es2-NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ES2Config override for this variant (repeatable), e.g. --set beta=0")
+    p.add_argument("--report-only", action="store_true", help="rebuild report/JSON/plots from the cache and exit")
     p.add_argument("--snapshot-baseline", action="store_true",
                    help="merge the latest refusal-SFT LoRA checkpoint (smollm2_prepare.py, still training) into "
                         "<bench cache>/smollm2-refusal-stepN, print its path and exit")
@@ -785,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, args.threads))
         torch.set_flush_denormal(True)
+        if args.report_only:
+            build_report(args.out, args, final=True)
+            return 0
         if args.snapshot_baseline:
             say(str(snapshot_baseline(args.seed)))
             return 0
