@@ -196,34 +196,33 @@ def base_model(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
+def _first_attr(obj: Any, paths: tuple[str, ...]) -> Any | None:
+    """The first dotted attribute path that exists on ``obj`` (architectures name their parts differently)."""
+    for path in paths:
+        found = obj
+        for part in path.split("."):
+            found = getattr(found, part, None)
+            if found is None:
+                break
+        if found is not None:
+            return found
+    return None
+
+
 def decoder_layers(model: Any) -> Any:
     """The ``ModuleList`` of decoder layers (Llama/Mistral/Qwen/Gemma-style ``model.model.layers``, GPT-2 ``h``)."""
     m = base_model(model)
-    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers",
-                 "model.language_model.layers"):
-        obj = m
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if obj is not None:
-            return obj
-    raise ES2UsageError(f"cannot find the decoder layers of {type(m).__name__}; this architecture is not supported "
-                        f"by hidden-state attacks yet")
+    layers = _first_attr(m, ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers",
+                             "model.language_model.layers"))
+    if layers is None:
+        raise ES2UsageError(f"cannot find the decoder layers of {type(m).__name__}; this architecture is not "
+                            f"supported by hidden-state attacks yet")
+    return layers
 
 
 def final_norm(model: Any) -> Any | None:
-    m = base_model(model)
-    for path in ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
-                 "model.language_model.norm"):
-        obj = m
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if obj is not None:
-            return obj
-    return None
+    return _first_attr(base_model(model), ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f",
+                                           "gpt_neox.final_layer_norm", "model.language_model.norm"))
 
 
 _MODULE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

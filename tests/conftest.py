@@ -35,6 +35,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once per test session (``pip wheel --no-deps``)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(REPO)], check=True, capture_output=True, timeout=300)
+    (path,) = out.glob("es2_plugin-*.whl")
+    return path
+
+
 @pytest.fixture
 def fresh_plugins():
     """Reload the plugin manager before and after a test that changes the installed plugins."""

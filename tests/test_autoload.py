@@ -31,12 +31,8 @@ needs_shim = pytest.mark.skipif(not _shim_installed(), reason="es2_plugin_autolo
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, timeout=300)
-    (path,) = out.glob("es2_plugin-*.whl")
-    return path
+def wheel(built_wheel: Path) -> Path:
+    return built_wheel
 
 
 def test_wheel_ships_pth_and_start_files(wheel):
