@@ -211,7 +211,12 @@ def _list_registry(kind: str) -> list[Any]:
             def register(item: Any) -> None:
                 items.append((item, plugin))
                 if plugin in state.infos:
-                    label = str(item) if isinstance(item, (str, Path)) else getattr(item, "__name__", repr(item))
+                    if isinstance(item, lazy):
+                        label = item.ref.rpartition(":")[2]
+                    elif isinstance(item, (str, Path)):
+                        label = str(item)
+                    else:
+                        label = getattr(item, "__name__", repr(item))
                     state.infos[plugin].registers.setdefault(kind, []).append(label)
 
             return register
