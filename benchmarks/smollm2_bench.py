@@ -563,8 +563,9 @@ def tables(s: dict[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]:
         c = s["cost"]
         sft = c.get("sft", {})
         out["Training cost (same batch and sequences, fresh process each)"] = (
-            ["run", "step s (median)", "x SFT", "peak RSS MB", "x SFT", "load at start"],
+            ["run", "step s (median)", "x SFT", "step CPU s (median)", "x SFT", "peak RSS MB", "x SFT", "load at start"],
             [[m, _f(r["step_s_median"]), _f(_ratio(r["step_s_median"], sft.get("step_s_median"))),
+              _f(r.get("step_cpu_s_median")), _f(_ratio(r.get("step_cpu_s_median"), sft.get("step_cpu_s_median"))),
               _f(r["peak_rss_mb"]), _f(_ratio(r["peak_rss_mb"], sft.get("peak_rss_mb"))), _f((r.get("load_start") or [None])[0])]
              for m, r in c.items()])
     out["Targets (issue 7)"] = (["target", "measured", "goal", "met"],
