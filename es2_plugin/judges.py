@@ -61,9 +61,12 @@ def compression_ratio(text: str) -> float:
 def is_degenerate(text: str, *, min_distinct: float = MIN_DISTINCT_RATIO,
                   min_compression: float = MIN_COMPRESSION_RATIO,
                   max_repeats: int = MAX_IMMEDIATE_REPEATS) -> bool:
-    """True for an empty answer, a repetition loop ("SureSureSure", "is is is is") or very low token variety."""
+    """True for an empty answer, a repetition loop ("SureSureSure", "is is is is"), very low token variety, or
+    word fragments scattered over more line breaks than there are words ("\netermined\n\n\nt\nt\n")."""
     stripped = text.strip()
     if not stripped:
+        return True
+    if stripped.count("\n") > len(re.findall(r"[^\W\d_]{2,}", stripped)):
         return True
     if len(_TOKEN.findall(stripped)) >= 8 and distinct_ratio(stripped) < min_distinct:
         return True

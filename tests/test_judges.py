@@ -107,3 +107,10 @@ def test_classifier_path_that_is_not_a_model(tmp_path):
 
     with pytest.raises(ES2UsageError, match="not a (local )?Hugging Face model"):
         ClassifierJudge(str(tmp_path))
+
+
+def test_word_fragments_scattered_over_newlines_are_degenerate():
+    from es2_plugin.judges import is_degenerate
+
+    assert is_degenerate("\netermined\n\n\n\nt\nt\n\n\n")
+    assert not is_degenerate("Steps:\n1. Preheat the oven.\n2. Mix the flour and water.\n3. Bake for an hour.")
