@@ -90,6 +90,41 @@ class StepState:
     active: Any = None  # bool [batch]
 
 
+class PushLedger:
+    """Per-prompt perturbation sizes of an attack that moves hidden states, filled by its hooks.
+
+    ``record(layer, step, values)`` adds one forward pass's push per batch row: the prefill pass (step 0) gives
+    the push at the prompt's last token per layer (the paper's measure); every pass adds to the push summed over
+    generated tokens. ``start``/``finish`` are ``generate``'s ``before_batch``/``after_batch`` callbacks.
+    """
+
+    def __init__(self, layers: Sequence[int]) -> None:
+        self.layers = list(layers)
+        self.per_layer: list[dict[int, float]] = []
+        self.generated: list[float] = []
+        self._batch_layers: list[dict[int, float]] = []
+        self._batch_generated: list[float] = []
+
+    def start(self, n_rows: int) -> None:
+        self._batch_layers = [{layer: 0.0 for layer in self.layers} for _ in range(n_rows)]
+        self._batch_generated = [0.0] * n_rows
+
+    def finish(self, _n_rows: int) -> None:
+        self.per_layer.extend(self._batch_layers)
+        self.generated.extend(self._batch_generated)
+
+    def record(self, layer: int, step: int, values: Sequence[float]) -> None:
+        for row, value in enumerate(values):
+            if step == 0:
+                self._batch_layers[row][layer] = value
+            self._batch_generated[row] += value
+
+    def distances(self) -> dict[str, Any]:
+        """The ``distance_*`` fields of :class:`AttackOutput`."""
+        return {"distance_prompt": [sum(d.values()) for d in self.per_layer], "distance_layers": self.per_layer,
+                "distance_generated": self.generated}
+
+
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, StepState, generate
+from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, PushLedger, StepState, generate
 from es2_plugin.attacks.scav import resolve_layers
 from es2_plugin.errors import ES2UsageError
 
@@ -42,18 +42,7 @@ class RepE(Attack):
         device = next(ctx.model.parameters()).device
         coef, mode = float(self.opts["coef"]), self.opts["mode"]
         state = StepState()
-        batch_layers: list[dict[int, float]] = []
-        batch_generated: list[float] = []
-        all_layers: list[dict[int, float]] = []
-        all_generated: list[float] = []
-
-        def start(n_rows: int) -> None:
-            batch_layers[:] = [{layer: 0.0 for layer in layers} for _ in range(n_rows)]
-            batch_generated[:] = [0.0] * n_rows
-
-        def finish(_n: int) -> None:
-            all_layers.extend(batch_layers)
-            all_generated.extend(batch_generated)
+        ledger = PushLedger(layers)
 
         def make_hook(layer: int):
             assert ctx.probes is not None
@@ -68,11 +57,7 @@ class RepE(Attack):
                 delta = -coef * (h @ unit)[..., None] * unit if mode == "project" else (-coef * r).expand_as(h)
                 rows = state.active.to(h.dtype)[:, None, None]
                 delta = delta * rows
-                last = delta[:, -1, :].norm(dim=-1).tolist()
-                for row, value in enumerate(last):
-                    if state.step == 0:
-                        batch_layers[row][layer] = value
-                    batch_generated[row] += value
+                ledger.record(layer, state.step, delta[:, -1, :].norm(dim=-1).tolist())
                 new = (h + delta).to(hidden.dtype)
                 return (new, *output[1:]) if isinstance(output, tuple) else new
 
@@ -80,10 +65,9 @@ class RepE(Attack):
 
         handles = [modules[layer].register_forward_hook(make_hook(layer)) for layer in layers]
         try:
-            completions = generate(ctx, prompts, state=state, before_batch=start, after_batch=finish)
+            completions = generate(ctx, prompts, state=state, before_batch=ledger.start, after_batch=ledger.finish)
         finally:
             for handle in handles:
                 handle.remove()
-        return AttackOutput(list(prompts), completions, distance_prompt=[sum(d.values()) for d in all_layers],
-                            distance_layers=all_layers, distance_generated=all_generated,
+        return AttackOutput(list(prompts), completions, **ledger.distances(),
                             info={"attack": self.name, "mode": mode, "coef": coef, "layers": layers})

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, StepState, generate
+from es2_plugin.attacks.base import Attack, AttackContext, AttackOutput, PushLedger, StepState, generate
 from es2_plugin.errors import ES2UsageError
 
 
@@ -55,36 +55,17 @@ class SCAV(Attack):
         p0, p1 = float(self.opts["p0"]), float(self.opts["p1"])
         layers = resolve_layers(ctx, self.opts["layers"], p1, self.name)
         state = StepState()
-        batch_prompt: list[dict[int, float]] = []
-        batch_generated: list[float] = []
-        all_prompt: list[dict[int, float]] = []
-        all_generated: list[float] = []
-
-        def start(n_rows: int) -> None:
-            batch_prompt[:] = [{layer: 0.0 for layer in layers} for _ in range(n_rows)]
-            batch_generated[:] = [0.0] * n_rows
-
-        def finish(_n_rows: int) -> None:
-            all_prompt.extend(batch_prompt)
-            all_generated.extend(batch_generated)
-
-        def record(layer: int, step: int, eps: list[float]) -> None:
-            for row, value in enumerate(eps):
-                if step == 0:
-                    batch_prompt[row][layer] = value
-                batch_generated[row] += value
+        ledger = PushLedger(layers)
 
         assert ctx.probes is not None
-        handles = install_scav_hooks(ctx.model, ctx.probes, layers, p0, state, record)
+        handles = install_scav_hooks(ctx.model, ctx.probes, layers, p0, state, ledger.record)
         try:
-            completions = generate(ctx, prompts, state=state, before_batch=start, after_batch=finish)
+            completions = generate(ctx, prompts, state=state, before_batch=ledger.start, after_batch=ledger.finish)
         finally:
             for handle in handles:
                 handle.remove()
         return AttackOutput(
-            prompts=list(prompts), completions=completions,
-            distance_prompt=[sum(d.values()) for d in all_prompt], distance_layers=all_prompt,
-            distance_generated=all_generated,
+            prompts=list(prompts), completions=completions, **ledger.distances(),
             info={"attack": self.name, "p0": p0, "p1": p1, "layers": layers,
                   "probe_accuracy": {layer: ctx.probes.accuracy[layer] for layer in layers}},
         )
