@@ -28,6 +28,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def planted(tiny_model_dir: Path):
+    """The tiny model with probes fitted on prompts carrying a planted harmful/harmless signal.
+
+    Returns ``(model, tokenizer, probes, harmful_prompts, harmless_prompts)``; shared by the attack tests.
+    """
+    from probe_data import planted_prompts
+
+    from es2_plugin.modeling import load_model_and_tokenizer
+    from es2_plugin.probe import probe_model
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    harmful, harmless = planted_prompts(30)
+    return model, tok, probe_model(model, tok, harmful, harmless), harmful, harmless
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (public prompt sets); tests that need it skip when it is absent."""
     if not SHARED_DATA.is_dir():

@@ -11,16 +11,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir):
-    from probe_data import planted_prompts
-
+def setup(planted):
     from es2_plugin.attacks.base import AttackContext
-    from es2_plugin.modeling import load_model_and_tokenizer
-    from es2_plugin.probe import probe_model
 
-    model, tok = load_model_and_tokenizer(tiny_model_dir)
-    harmful, harmless = planted_prompts(30)
-    probes = probe_model(model, tok, harmful, harmless)
+    model, tok, probes, harmful, _ = planted
     return AttackContext(model, tok, probes, max_new_tokens=6, batch_size=4), harmful
 
 

@@ -12,19 +12,6 @@ from es2_plugin.errors import ES2UsageError
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def planted(tiny_model_dir):
-    from probe_data import planted_prompts
-
-    from es2_plugin.modeling import load_model_and_tokenizer
-    from es2_plugin.probe import probe_model
-
-    model, tok = load_model_and_tokenizer(tiny_model_dir)
-    harmful, harmless = planted_prompts(30)
-    probes = probe_model(model, tok, harmful, harmless)
-    return model, tok, probes, harmful, harmless
-
-
 def test_hidden_state_modules_match_hidden_states(planted):
     from es2_plugin.modeling import decoder_layers, hidden_state_modules
 
