@@ -21,6 +21,7 @@ from typing import Any
 from es2_plugin import __version__
 from es2_plugin.cpu import flushed_denormals
 from es2_plugin.io_utils import atomic_dir
+from es2_plugin.representations import chat_text
 
 #: Bump when the recipe changes (architecture, data, training): cached models of older recipes are rebuilt.
 RECIPE_VERSION = 1
@@ -99,16 +100,11 @@ def _train_tokenizer(rows: list[dict]):
     return tokenizer
 
 
-def _prompt_text(tokenizer: Any, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
 def _encode_pairs(tokenizer: Any, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + eos) per row; the chat template splits cleanly at the newline."""
     out = []
     for r in rows:
-        p = tokenizer(_prompt_text(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
+        p = tokenizer(chat_text(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
         a = tokenizer(r["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         out.append((p, a))
     return out
@@ -164,7 +160,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], batch_size: int = 
 
     outs: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        texts = [_prompt_text(tokenizer, p) for p in prompts[i : i + batch_size]]
+        texts = [chat_text(tokenizer, p) for p in prompts[i : i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
