@@ -6,7 +6,7 @@ One command, resumable stages, every result cached in ``--out`` (a finished part
                ``es2_plugin.training.run_training``; harmful = AdvBench rows 0-399, harmless = Alpaca train
                (with the cached own answers of the model when they exist, ``responses: auto``)
   probe        per-layer probes refitted on each attacked model (the attacker knows the model it attacks)
-  none, prefill, repe, softprompt, scav0.01, scav0.001
+  none, prefill, repe, softprompt, scav0.01, scav0.001 (+ --extra-attacks: other P0s, attacked-layer subsets)
                attacks on JailbreakBench and held-out AdvBench (rows 400+): attack success (not refused and not
                degenerate), keyword-only success, degeneration; SCAV distances and the epsilon-budget curve
   xstest       XSTest safe-prompt over-refusal
@@ -257,7 +257,8 @@ class Bench:
         if name == "softprompt":
             return SoftPrompt(steps=a.softprompt_steps, seed=a.seed)
         if name.startswith("scav"):
-            return SCAV(p0=float(name[4:]), p1=a.p1)
+            p0, _, layers = name[4:].partition("@")
+            return SCAV(p0=float(p0), p1=a.p1, layers=layers or "auto")
         raise BenchError(f"unknown attack {name}")
 
     def run_attack(self, side: str, name: str, dataset: str, prompts: list[str]) -> None:
@@ -391,6 +392,7 @@ class Bench:
                     self.part_kl(side)
                 self.aggregate()
             self.part_attacks(side, ATTACKS[3:])
+            self.part_attacks(side, tuple(a.extra_attacks))
             if self.wanted("lmeval"):
                 self.drop_model(side)
                 self.part_lmeval(side)
@@ -438,7 +440,9 @@ def summarise(out: Path, es2_side: str) -> dict[str, Any]:
     rows = _load_rows(out)
     base, es2 = rows.get("base", {}), rows.get(es2_side, {})
     attacks: dict[str, Any] = {}
-    for name in ATTACKS:
+    extra = sorted({k.rsplit("_", 1)[0] if not k.endswith("advbench_heldout") else k[: -len("_advbench_heldout")]
+                    for side in rows.values() for k in side if k.startswith("scav")} - set(ATTACKS))
+    for name in (*ATTACKS, *extra):
         for dataset in SETS:
             key = f"{name}_{dataset}"
             entry: dict[str, Any] = {}
@@ -721,6 +725,15 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _valid_scav_name(name: str) -> bool:
+    p0, _, layers = name[4:].partition("@")
+    try:
+        ok = name.startswith("scav") and 0 < float(p0) < 1
+    except ValueError:
+        return False
+    return ok and (not _ or bool(layers))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
@@ -749,6 +762,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sides", default="base,es2", help="which models to evaluate: base, es2 or both")
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {', '.join(PARTS)}, or 'attacks'")
     p.add_argument("--only", default="", help="run only these parts (comma-separated; overrides --skip)")
+    p.add_argument("--extra-attacks", default="", metavar="NAMES",
+                   help="further SCAV settings, comma-separated: scavP0 or scavP0@LAYERS, e.g. scav0.05,scav0.01@8-20")
     p.add_argument("--lmeval-tasks", default=LMEVAL_TASKS, help="lm-eval tasks (es2_safety needs harmbench/"
                    "strongreject files too)")
     p.add_argument("--harmless-answers", default="auto",
@@ -767,6 +782,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         raise BenchError(f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PARTS)}, attacks")
     a.skip = skip
+    a.extra_attacks = [x.strip() for x in a.extra_attacks.split(",") if x.strip()]
+    bad = [x for x in a.extra_attacks if not _valid_scav_name(x)]
+    if bad:
+        raise BenchError(f"--extra-attacks takes scavP0 or scavP0@LAYERS (P0 in (0, 1), e.g. scav0.05 or "
+                         f"scav0.01@8-20); got {', '.join(bad)}")
     a.sides = [s.strip() for s in a.sides.split(",") if s.strip()]
     if not set(a.sides) <= {"base", "es2"} or not a.sides:
         raise BenchError(f"--sides takes base, es2 or base,es2; got {','.join(a.sides)}")

@@ -1,0 +1,124 @@
+"""One comparison table over several `smollm2_bench.py` output directories and ES2 variants (issue 7 ablations).
+
+Each row is one evaluated model: the base of an output directory, or one of its ES2 variants (``es2-NAME``),
+with the config keys that differ from ``ES2Config()`` and the headline metrics; push ratios are against the
+base of the same directory. Prints a rich table and writes Markdown + JSON.
+
+Usage:
+  python benchmarks/smollm2_table.py OUT [OUT ...] --md table.md --json table.json [--title TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smollm2_bench import BenchError, _f, read_json, summarise, write_json  # noqa: E402
+
+CONFIG_KEYS = ("objective", "objective_options", "layers", "beta", "reference", "learning_rate", "steps",
+               "batch_size", "seed", "kl_on")
+COLUMNS = ["run", "model", "ES2 config (≠ default)", "refused JBB", "refused Adv", "SCAV .01 JBB", "SCAV .01 Adv",
+           "kw-only .01 JBB", "degen. .01 JBB", "SCAV .001 JBB", "SCAV .001 Adv", "push x .01 JBB",
+           "push x .01 Adv", "XSTest over-ref.", "harmless KL"]
+
+
+def config_diff(train: dict[str, Any] | None) -> dict[str, Any]:
+    from es2_plugin.config import ES2Config
+
+    if not train:
+        return {}
+    cfg = train["summary"]["config"]
+    default = ES2Config().__dict__
+    return {k: cfg.get(k) for k in CONFIG_KEYS if k in cfg and cfg.get(k) != default.get(k)}
+
+
+def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of one model (``side`` = "base" or the ES2 label) of one output directory."""
+    label = "base" if side == "base" else "es2"
+
+    def metric(attack: str, dataset: str, key: str) -> Any:
+        return ((s["attacks"].get(f"{attack}_{dataset}") or {}).get(label) or {}).get(key)
+
+    def ratio(attack: str, dataset: str) -> Any:
+        return None if label == "base" else (s["attacks"].get(f"{attack}_{dataset}") or {}).get(
+            "mean_distance_prompt_ratio")
+
+    rows = s["rows"]
+    model = read_json(out / "results" / "runs" / sorted(p.name for p in (out / "results" / "runs").glob("*.json"))[0]) \
+        if (out / "results" / "runs").is_dir() else {}
+    argv = model.get("argv", [])
+    model_arg = argv[argv.index("--model") + 1] if "--model" in argv else "default"
+    return {
+        "run": out.name, "side": side, "model": Path(model_arg).name,
+        "config": config_diff(rows.get(side, {}).get("train")) if label == "es2" else {},
+        "refusal_jbb": metric("none", "jbb", "refusal_rate"),
+        "refusal_adv": metric("none", "advbench_heldout", "refusal_rate"),
+        "scav001_jbb": metric("scav0.01", "jbb", "success_rate"),
+        "scav001_adv": metric("scav0.01", "advbench_heldout", "success_rate"),
+        "scav001_kw_jbb": metric("scav0.01", "jbb", "keyword_only_success_rate"),
+        "scav001_degen_jbb": metric("scav0.01", "jbb", "degeneration_rate"),
+        "scav0001_jbb": metric("scav0.001", "jbb", "success_rate"),
+        "scav0001_adv": metric("scav0.001", "advbench_heldout", "success_rate"),
+        "push_ratio_jbb": ratio("scav0.01", "jbb"),
+        "push_ratio_adv": ratio("scav0.01", "advbench_heldout"),
+        "push_jbb": metric("scav0.01", "jbb", "mean_distance_prompt"),
+        "xstest_over_refusal": (rows.get(side, {}).get("none_xstest_safe") or {}).get("refusal_rate"),
+        "harmless_kl": (rows.get(side, {}).get("kl") or {}).get("harmless_kl_per_token") if label == "es2" else 0.0,
+    }
+
+
+def collect(outs: list[Path]) -> list[dict[str, Any]]:
+    table = []
+    for out in outs:
+        root = out / "results"
+        if not root.is_dir():
+            raise BenchError(f"{out} holds no smollm2_bench results (no results/ directory)")
+        sides = ["base"] if (root / "base").is_dir() else []
+        sides += sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("es2-"))
+        for side in sides:
+            table.append(side_row(out, side, summarise(out, side if side != "base" else "es2-none")))
+    return table
+
+
+def cells(r: dict[str, Any]) -> list[str]:
+    cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items()) or ("–" if r["side"] == "base" else "default")
+    pct = [_f(r[k], True) for k in ("refusal_jbb", "refusal_adv", "scav001_jbb", "scav001_adv", "scav001_kw_jbb",
+                                    "scav001_degen_jbb", "scav0001_jbb", "scav0001_adv")]
+    return [f"{r['run']}/{r['side']}", r["model"], cfg, *pct, _f(r["push_ratio_jbb"]), _f(r["push_ratio_adv"]),
+            _f(r["xstest_over_refusal"], True), _f(r["harmless_kl"])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("outs", nargs="+", type=Path, help="smollm2_bench.py --out directories")
+    p.add_argument("--md", type=Path, help="write the table as Markdown here")
+    p.add_argument("--json", type=Path, help="write the rows as JSON here")
+    p.add_argument("--title", default="SmolLM2: base and ES2 variants")
+    a = p.parse_args(argv)
+    try:
+        rows = collect([o.expanduser() for o in a.outs])
+    except BenchError as exc:
+        print(f"smollm2_table: error: {exc}", file=sys.stderr)
+        return 2
+    from es2_plugin.report import console, table
+
+    con = console()
+    con.width = max(con.width, 220)
+    con.print(table(a.title, COLUMNS, [cells(r) for r in rows]))
+    if a.md:
+        lines = [f"### {a.title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in cells(r)) + " |" for r in rows]
+        from es2_plugin.io_utils import atomic_write_text
+
+        atomic_write_text(a.md, "\n".join(lines) + "\n")
+    if a.json:
+        write_json(a.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
