@@ -167,6 +167,14 @@ class Bench:
             harmless.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
             info.update(harmless_source="alpaca_instructions_train.jsonl (own answers generated)",
                         n_harmless=len(prompts), responses="generate")
+        if a.borderline_harmless:  # contrast prompts: harmful-sounding but safe, answered by the model itself
+            from es2_plugin.prompts import load_prompts
+
+            extra = [r["prompt"] for r in load_prompts("borderline", "train")]
+            with harmless.open("a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps({"prompt": q}) + "\n" for q in extra))
+            info.update(n_harmless=info["n_harmless"] + len(extra),
+                        harmless_extra=f"{len(extra)} authored borderline prompts (train split), own answers")
         return str(harmful), str(harmless), info
 
     def es2_config(self, responses: str) -> Any:
@@ -764,6 +772,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="run only these parts (comma-separated; overrides --skip)")
     p.add_argument("--extra-attacks", default="", metavar="NAMES",
                    help="further SCAV settings, comma-separated: scavP0 or scavP0@LAYERS, e.g. scav0.05,scav0.01@8-20")
+    p.add_argument("--borderline-harmless", action="store_true",
+                   help="add the package's authored borderline prompts (train split) to the harmless class")
     p.add_argument("--lmeval-tasks", default=LMEVAL_TASKS, help="lm-eval tasks (es2_safety needs harmbench/"
                    "strongreject files too)")
     p.add_argument("--harmless-answers", default="auto",

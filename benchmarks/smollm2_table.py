@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smollm2_bench import BenchError, _f, read_json, summarise, write_json  # noqa: E402
+from smollm2_bench import BenchError, _f, _layers_text, read_json, summarise, write_json  # noqa: E402
 
 CONFIG_KEYS = ("objective", "objective_options", "layers", "beta", "reference", "learning_rate", "steps",
                "batch_size", "seed", "kl_on")
@@ -31,9 +31,11 @@ def config_diff(train: dict[str, Any] | None) -> dict[str, Any]:
 
     if not train:
         return {}
-    cfg = train["summary"]["config"]
+    cfg = dict(train["summary"]["config"])
     default = ES2Config().__dict__
-    return {k: cfg.get(k) for k in CONFIG_KEYS if k in cfg and cfg.get(k) != default.get(k)}
+    out = {k: cfg.get(k) for k in CONFIG_KEYS if k in cfg and k != "layers" and cfg.get(k) != default.get(k)}
+    out["layers"] = _layers_text(train["summary"]["layers"])  # as resolved: `auto` becomes the probed list
+    return out
 
 
 def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
