@@ -82,6 +82,68 @@ def is_degenerate(text: str, *, min_distinct: float = MIN_DISTINCT_RATIO,
     return re.search(pattern, stripped, flags=re.DOTALL) is not None
 
 
+#: Reference-model coherence threshold, mean nats per completion token under the unattacked model. On SmolLM2-135M
+#: (BENCHMARKS.md §8) its own answers score 0.1-1.1, off-topic but fluent rambling 2-4.5, and the word salad
+#: that text heuristics miss ("accesscharsospacecireddev space ...") 7-11.
+MAX_REFERENCE_NLL = 5.0
+
+
+def reference_nll(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+                  batch_size: int = 8) -> list[float]:
+    """Mean negative log-likelihood per completion token, given its chat-templated prompt, under ``model``.
+
+    Why: fluent text is probable under the unattacked model and word salad is not, whatever its surface looks
+    like. ``nan`` for an empty completion.
+    """
+    import torch
+
+    from es2_plugin.representations import chat_text
+
+    if len(prompts) != len(completions):
+        raise ValueError("prompts and completions differ in length")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = []
+        for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size],
+                                      strict=True):
+            pre = tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+            rows.append((pre, tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []))
+        width = max(len(pre) + len(ids) for pre, ids in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (pre, ids) in enumerate(rows):
+            input_ids[r, : len(pre) + len(ids)] = torch.tensor(pre + ids)
+            labels[r, len(pre) : len(pre) + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[r, : len(pre) + len(ids)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        targets = labels[:, 1:].to(device)
+        token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                      reduction="none")
+        counts = (targets != -100).sum(dim=1)
+        for total, count in zip(token_nll.sum(dim=1).tolist(), counts.tolist(), strict=True):
+            out.append(total / count if count else float("nan"))
+    return out
+
+
+class CoherenceJudge:
+    """Degeneration judge that also asks a reference model: degenerate = :func:`is_degenerate` or the mean
+    per-token NLL under ``model`` (the unattacked base) exceeds ``max_nll``. ``last_nll`` keeps the scores."""
+
+    kind = "degeneration"
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_nll: float = MAX_REFERENCE_NLL, batch_size: int = 8):
+        self.model, self.tokenizer, self.max_nll, self.batch_size = model, tokenizer, float(max_nll), batch_size
+        self.last_nll: list[float] = []
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[bool]:
+        self.last_nll = reference_nll(self.model, self.tokenizer, prompts, completions, batch_size=self.batch_size)
+        return [is_degenerate(c) or not nll <= self.max_nll for c, nll in zip(completions, self.last_nll, strict=True)]
+
+
 def degeneration_judge(prompts: Sequence[str], completions: Sequence[str]) -> list[bool]:
     """The ``degeneration`` judge: True when the completion is degenerate (see :func:`is_degenerate`)."""
     return [is_degenerate(c) for c in completions]

@@ -74,7 +74,7 @@ def test_bench_runs_base_vs_es2_end_to_end_and_tables_it(tmp_path, tiny_model_di
     data, out = write_planted_data(tmp_path / "data"), tmp_path / "out"
     proc = run("smollm2_bench.py", "--model", str(tiny_model_dir), "--data-dir", str(data), "--out", str(out),
                "--limit", "4", "--steps", "2", "--batch-size", "4", "--max-new-tokens", "4", "--probe-prompts", "24",
-               "--only", "train,probe,none,scav0.01,xstest,kl", "--extra-attacks", "scav0.05@1-2",
+               "--only", "train,probe,none,scav0.01,xstest,kl,rescore", "--extra-attacks", "scav0.05@1-2",
                "--set", "max_response_tokens=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     bench = json.loads((out / "bench-default.json").read_text())
@@ -86,6 +86,10 @@ def test_bench_runs_base_vs_es2_end_to_end_and_tables_it(tmp_path, tiny_model_di
     extra = json.loads((out / "results" / "base" / "scav0.05@1-2_jbb.json").read_text())
     assert extra["info"]["layers"] == [1, 2] and extra["info"]["p0"] == 0.05
     assert "scav0.05@1-2_jbb" in bench["attacks"]
+    rescored = json.loads((out / "results" / "es2-default" / "scav0.01_jbb.json").read_text())
+    assert all(it["nll"] > 0 for it in rescored["items"] if it["completion"])
+    assert all(it["degenerate"] >= it["degenerate_text"] for it in rescored["items"])
+    assert rescored["success_rate"] == sum(it["success"] for it in rescored["items"]) / 4
 
     table = run("smollm2_table.py", str(out), "--md", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json"))
     assert table.returncode == 0, table.stderr

@@ -114,3 +114,72 @@ def test_word_fragments_scattered_over_newlines_are_degenerate():
 
     assert is_degenerate("\netermined\n\n\n\nt\nt\n\n\n")
     assert not is_degenerate("Steps:\n1. Preheat the oven.\n2. Mix the flour and water.\n3. Bake for an hour.")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir):
+    from es2_plugin.modeling import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(tiny_model_dir)
+
+
+def test_reference_nll_is_the_language_model_loss_on_the_completion(tiny_lm):
+    import torch
+
+    from es2_plugin.judges import reference_nll
+    from es2_plugin.representations import chat_text
+
+    model, tok = tiny_lm
+    prompt, completion = "Write a short poem about the sea.", "The sea is wide and blue."
+    pre = tok(chat_text(tok, prompt), add_special_tokens=False)["input_ids"]
+    ids = tok(completion, add_special_tokens=False)["input_ids"]
+    x = torch.tensor([pre + ids])
+    labels = torch.tensor([[-100] * len(pre) + ids])
+    with torch.no_grad():
+        expected = model(input_ids=x, labels=labels).loss.item()
+    assert reference_nll(model, tok, [prompt], [completion])[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_reference_nll_does_not_depend_on_batching(tiny_lm):
+    from es2_plugin.judges import reference_nll
+
+    model, tok = tiny_lm
+    prompts = ["Name a fruit.", "Explain how rain forms in two sentences, please.", "Hi"]
+    completions = ["Apple.", "Water vapour cools and condenses into droplets that fall.", "Hello there, friend!"]
+    batched = reference_nll(model, tok, prompts, completions, batch_size=3)
+    single = [reference_nll(model, tok, [p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
+    assert batched == pytest.approx(single, abs=1e-4)
+
+
+def test_the_models_own_greedy_answer_is_more_probable_than_shuffled_tokens(tiny_lm):
+    import random
+
+    import torch
+
+    from es2_plugin.judges import reference_nll
+    from es2_plugin.representations import chat_text
+
+    model, tok = tiny_lm
+    prompt = "Tell me about the capital of France."
+    enc = tok(chat_text(tok, prompt), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    own = out[0, enc["input_ids"].shape[1] :].tolist()
+    shuffled = own[:]
+    random.Random(0).shuffle(shuffled)
+    random_ids = [random.Random(1).randrange(100, len(tok)) for _ in own]
+    nll_own, nll_random = reference_nll(model, tok, [prompt] * 2, [tok.decode(own), tok.decode(random_ids)])
+    assert nll_own < nll_random
+
+
+def test_coherence_judge_adds_the_reference_check_to_the_text_heuristics(tiny_lm):
+    from es2_plugin.judges import CoherenceJudge, score_attack
+
+    model, tok = tiny_lm
+    prompts, completions = ["a", "b", "c"], ["Sure, here is a plan.", "SureSureSureSureSure", ""]
+    lenient = CoherenceJudge(model, tok, max_nll=float("inf"))
+    assert lenient(prompts, completions) == [False, True, True]
+    assert lenient.last_nll[2] != lenient.last_nll[2]  # nan for the empty completion
+    strict = CoherenceJudge(model, tok, max_nll=0.0)
+    assert strict(prompts, completions) == [True, True, True]
+    assert score_attack(prompts, completions, degeneration=strict)["success_rate"] == 0.0
