@@ -641,19 +641,19 @@ def plots(out: Path, s: dict[str, Any]) -> list[str]:
                 if row and row.get("budget_curve"):
                     series[f"{label} P0={p0}"] = [tuple(x) for x in row["budget_curve"]]
         if series:
-            plot_budget_curve(series, out / f"budget_curve_{dataset}.png",
-                              title=f"SCAV success under a push cap ({dataset})")
-            made.append(f"budget_curve_{dataset}.png")
+            name = f"budget_curve_{dataset}_{s['es2_side']}.png"
+            plot_budget_curve(series, out / name, title=f"SCAV success under a push cap ({dataset})")
+            made.append(name)
         e = s["attacks"].get(f"scav0.01_{dataset}", {})
         per = {lab: (e.get(k) or {}).get("mean_distance_per_layer") or {} for lab, k in (("base", "base"), ("ES2", "es2"))}
         if any(per.values()):
-            plot_distance_per_layer(per, out / f"distance_per_layer_{dataset}.png",
-                                    title=f"SCAV P0=0.01 mean |ε| per layer ({dataset})")
-            made.append(f"distance_per_layer_{dataset}.png")
+            name = f"distance_per_layer_{dataset}_{s['es2_side']}.png"
+            plot_distance_per_layer(per, out / name, title=f"SCAV P0=0.01 mean |ε| per layer ({dataset})")
+            made.append(name)
     acc = {lab: v for lab, v in (("base", s["probe"]["base"]), ("ES2", s["probe"]["es2"])) if v}
     if acc:
-        plot_probe_accuracy(acc, out / "probe_accuracy.png")
-        made.append("probe_accuracy.png")
+        plot_probe_accuracy(acc, out / f"probe_accuracy_{s['es2_side']}.png")
+        made.append(f"probe_accuracy_{s['es2_side']}.png")
     return made
 
 

@@ -83,6 +83,7 @@ def test_bench_runs_base_vs_es2_end_to_end_and_tables_it(tmp_path, tiny_model_di
     assert 0.0 <= scav["es2"]["success_rate"] <= 1.0
     assert bench["train"]["summary"]["steps_done"] == 2
     assert bench["harmless_kl"] >= 0.0
+    assert (out / "budget_curve_jbb_es2-default.png").stat().st_size > 1000  # one plot per variant
     extra = json.loads((out / "results" / "base" / "scav0.05@1-2_jbb.json").read_text())
     assert extra["info"]["layers"] == [1, 2] and extra["info"]["p0"] == 0.05
     assert "scav0.05@1-2_jbb" in bench["attacks"]
