@@ -88,7 +88,7 @@ def test_bench_runs_base_vs_es2_end_to_end_and_tables_it(tmp_path, tiny_model_di
     assert extra["info"]["layers"] == [1, 2] and extra["info"]["p0"] == 0.05
     assert "scav0.05@1-2_jbb" in bench["attacks"]
     rescored = json.loads((out / "results" / "es2-default" / "scav0.01_jbb.json").read_text())
-    assert all(it["nll"] > 0 for it in rescored["items"] if it["completion"])
+    assert all(it["nll"] > 0 for it in rescored["items"] if not it["refused"] and not it["degenerate_text"])
     assert all(it["degenerate"] >= it["degenerate_text"] for it in rescored["items"])
     assert rescored["success_rate"] == sum(it["success"] for it in rescored["items"]) / 4
 
