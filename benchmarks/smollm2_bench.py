@@ -408,10 +408,10 @@ class Bench:
     # -------------------------------------------------------------- cost
     def part_cost(self) -> None:
         path = self.out / "results" / "cost.json"
-        if path.is_file():
-            return
-        rows = {}
-        for mode in ("sft", "es2-adapter"):
+        rows = read_json(path) if path.is_file() else {}
+        for mode in ("sft", "es2-adapter", "es2-cached"):
+            if mode in rows:
+                continue
             cmd = [sys.executable, str(REPO / "benchmarks" / "train_cost.py"), "--worker", mode, "--model",
                    str(self.args.model), "--steps", str(self.args.cost_steps), "--batch-size",
                    str(self.args.batch_size), "--threads", str(self.args.threads)]
@@ -423,7 +423,7 @@ class Bench:
             if line is None:
                 raise BenchError(f"cost worker {mode} failed: {proc.stderr.strip().splitlines()[-1:]}")
             rows[mode] = {**json.loads(line[7:]), "wall_s": round(time.time() - t0, 1), "load_start": load0}
-        write_json(path, rows)
+            write_json(path, rows)
 
     # -------------------------------------------------------------- driver
     def run(self) -> None:
