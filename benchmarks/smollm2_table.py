@@ -35,6 +35,8 @@ def config_diff(train: dict[str, Any] | None) -> dict[str, Any]:
     default = ES2Config().__dict__
     out = {k: cfg.get(k) for k in CONFIG_KEYS if k in cfg and k != "layers" and cfg.get(k) != default.get(k)}
     out["layers"] = _layers_text(train["summary"]["layers"])  # as resolved: `auto` becomes the probed list
+    if train.get("data", {}).get("harmless_extra"):
+        out["harmless"] = "+ borderline"
     return out
 
 
