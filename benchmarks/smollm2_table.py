@@ -6,6 +6,7 @@ base of the same directory. Prints a rich table and writes Markdown + JSON.
 
 Usage:
   python benchmarks/smollm2_table.py OUT [OUT ...] --md table.md --json table.json [--title TEXT]
+  python benchmarks/smollm2_table.py OUT ... --attacks scav0.05,scav0.01,scav0.01@11-20   # one column per setting
 """
 
 from __future__ import annotations
@@ -75,17 +76,37 @@ def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def sides_of(out: Path) -> list[str]:
+    root = out / "results"
+    if not root.is_dir():
+        raise BenchError(f"{out} holds no smollm2_bench results (no results/ directory)")
+    sides = ["base"] if (root / "base").is_dir() else []
+    return sides + sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("es2-"))
+
+
 def collect(outs: list[Path]) -> list[dict[str, Any]]:
     table = []
     for out in outs:
-        root = out / "results"
-        if not root.is_dir():
-            raise BenchError(f"{out} holds no smollm2_bench results (no results/ directory)")
-        sides = ["base"] if (root / "base").is_dir() else []
-        sides += sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("es2-"))
-        for side in sides:
+        for side in sides_of(out):
             table.append(side_row(out, side, summarise(out, side if side != "base" else "es2-none")))
     return table
+
+
+def attack_columns(attacks: list[str]) -> list[str]:
+    return ["run", "model", "refused JBB", "refused Adv"] + [f"{a} {d}" for a in attacks for d in ("JBB", "Adv")]
+
+
+def attack_cells(out: Path, side: str, s: dict[str, Any], attacks: list[str]) -> list[str]:
+    """Refusal and attack success (JBB / held-out AdvBench) of one model under each named attack setting."""
+    label = "base" if side == "base" else "es2"
+
+    def rate(attack: str, dataset: str, key: str) -> str:
+        return _f(((s["attacks"].get(f"{attack}_{dataset}") or {}).get(label) or {}).get(key), True)
+
+    row = side_row(out, side, s)
+    return [f"{row['run']}/{side}", row["model"], rate("none", "jbb", "refusal_rate"),
+            rate("none", "advbench_heldout", "refusal_rate")] + [
+        rate(a, d, "success_rate") for a in attacks for d in ("jbb", "advbench_heldout")]
 
 
 def cells(r: dict[str, Any]) -> list[str]:
@@ -102,9 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md", type=Path, help="write the table as Markdown here")
     p.add_argument("--json", type=Path, help="write the rows as JSON here")
     p.add_argument("--title", default="SmolLM2: base and ES2 variants")
+    p.add_argument("--attacks", default="", metavar="NAMES",
+                   help="instead of the headline columns: success on JBB / AdvBench under each of these attack "
+                        "settings (comma-separated, e.g. scav0.05,scav0.01,scav0.01@11-20)")
+    p.add_argument("--sides", default="", help="only these models, e.g. base,es2-d20 (default: every one)")
     a = p.parse_args(argv)
+    outs = [o.expanduser() for o in a.outs]
+    keep = {x.strip() for x in a.sides.split(",") if x.strip()}
+    attacks = [x.strip() for x in a.attacks.split(",") if x.strip()]
     try:
-        rows = collect([o.expanduser() for o in a.outs])
+        rows = [r for r in collect(outs) if not keep or r["side"] in keep]
+        if attacks:
+            columns = attack_columns(attacks)
+            body = [attack_cells(out, side, summarise(out, side if side != "base" else "es2-none"), attacks)
+                    for out in outs for side in sides_of(out) if not keep or side in keep]
+        else:
+            columns, body = COLUMNS, [cells(r) for r in rows]
     except BenchError as exc:
         print(f"smollm2_table: error: {exc}", file=sys.stderr)
         return 2
@@ -112,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
     con = console()
     con.width = max(con.width, 220)
-    con.print(table(a.title, COLUMNS, [cells(r) for r in rows]))
+    con.print(table(a.title, columns, body))
     if a.md:
-        lines = [f"### {a.title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(c.replace("|", "/") for c in cells(r)) + " |" for r in rows]
+        lines = [f"### {a.title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
         from es2_plugin.io_utils import atomic_write_text
 
         atomic_write_text(a.md, "\n".join(lines) + "\n")
