@@ -24,7 +24,7 @@ CONFIG_KEYS = ("objective", "objective_options", "layers", "beta", "reference", 
                "batch_size", "seed", "kl_on")
 COLUMNS = ["run", "model", "ES2 config (≠ default)", "refused JBB", "refused Adv", "SCAV .01 JBB", "SCAV .01 Adv",
            "kw-only .01 JBB", "degen. .01 JBB", "SCAV .001 JBB", "SCAV .001 Adv", "push x .01 JBB",
-           "push x .01 Adv", "XSTest over-ref.", "harmless KL"]
+           "push x .01 Adv", "XSTest over-ref.", "XSTest degen.", "harmless KL"]
 
 
 def config_diff(train: dict[str, Any] | None) -> dict[str, Any]:
@@ -72,6 +72,7 @@ def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
         "push_ratio_adv": ratio("scav0.01", "advbench_heldout"),
         "push_jbb": metric("scav0.01", "jbb", "mean_distance_prompt"),
         "xstest_over_refusal": (rows.get(side, {}).get("none_xstest_safe") or {}).get("refusal_rate"),
+        "xstest_degenerate": (rows.get(side, {}).get("none_xstest_safe") or {}).get("degeneration_rate"),
         "harmless_kl": (rows.get(side, {}).get("kl") or {}).get("harmless_kl_per_token") if label == "es2" else 0.0,
     }
 
@@ -114,7 +115,7 @@ def cells(r: dict[str, Any]) -> list[str]:
     pct = [_f(r[k], True) for k in ("refusal_jbb", "refusal_adv", "scav001_jbb", "scav001_adv", "scav001_kw_jbb",
                                     "scav001_degen_jbb", "scav0001_jbb", "scav0001_adv")]
     return [f"{r['run']}/{r['side']}", r["model"], cfg, *pct, _f(r["push_ratio_jbb"]), _f(r["push_ratio_adv"]),
-            _f(r["xstest_over_refusal"], True), _f(r["harmless_kl"])]
+            _f(r["xstest_over_refusal"], True), _f(r["xstest_degenerate"], True), _f(r["harmless_kl"])]
 
 
 def main(argv: list[str] | None = None) -> int:
