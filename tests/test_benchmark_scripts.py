@@ -36,7 +36,7 @@ def test_bench_names_a_missing_model_cache(tmp_path):
 
 
 def test_prepare_names_a_missing_converted_model(tmp_path):
-    proc = run("smollm2_prepare.py", "baseline", "--cache-dir", str(tmp_path))
+    proc = run("smollm2_prepare.py", "baseline", "--cache-dir", str(tmp_path), "--data-dir", str(tmp_path))
     assert_one_line_error(proc, "smollm2_prepare.py convert")
 
 
