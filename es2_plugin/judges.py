@@ -97,30 +97,24 @@ def reference_nll(model: Any, tokenizer: Any, prompts: Sequence[str], completion
     """
     import torch
 
+    from es2_plugin.attacks.base import encode_texts
     from es2_plugin.representations import chat_text
 
     if len(prompts) != len(completions):
         raise ValueError("prompts and completions differ in length")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        rows = []
-        for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size],
-                                      strict=True):
-            pre = tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-            rows.append((pre, tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []))
-        width = max(len(pre) + len(ids) for pre, ids in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (pre, ids) in enumerate(rows):
-            input_ids[r, : len(pre) + len(ids)] = torch.tensor(pre + ids)
-            labels[r, len(pre) : len(pre) + len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[r, : len(pre) + len(ids)] = 1
+        chunk = list(zip(prompts[start : start + batch_size], completions[start : start + batch_size], strict=True))
+        enc = encode_texts(tokenizer, [chat_text(tokenizer, p, response=c) for p, c in chunk])
+        width = enc["input_ids"].shape[1]
+        answer = torch.zeros_like(enc["input_ids"], dtype=torch.bool)  # left-padded: the answer is each row's tail
+        for row, (prompt, _) in enumerate(chunk):
+            prompt_len = len(tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+            answer[row, width - int(enc["attention_mask"][row].sum()) + prompt_len :] = True
         with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-        targets = labels[:, 1:].to(device)
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, :-1].float()
+        targets = enc["input_ids"][:, 1:].masked_fill(~answer[:, 1:], -100).to(device)
         token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
                                                       reduction="none")
         counts = (targets != -100).sum(dim=1)
