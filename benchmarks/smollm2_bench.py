@@ -266,8 +266,8 @@ class Bench:
         if name == "softprompt":
             return SoftPrompt(steps=a.softprompt_steps, seed=a.seed)
         if name.startswith("scav"):
-            p0, _, layers = name[4:].partition("@")
-            return SCAV(p0=float(p0), p1=a.p1, layers=layers or "auto")
+            p0, layers = parse_scav_name(name)
+            return SCAV(p0=p0, p1=a.p1, layers=layers)
         raise BenchError(f"unknown attack {name}")
 
     def run_attack(self, side: str, name: str, dataset: str, prompts: list[str]) -> None:
@@ -494,12 +494,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def summarise(out: Path, es2_side: str) -> dict[str, Any]:
-    rows = _load_rows(out)
+def summarise(out: Path, es2_side: str, rows: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Base vs ``es2_side`` from the cached results (``rows``: :func:`_load_rows` output, read once by callers
+    that summarise several sides)."""
+    rows = _load_rows(out) if rows is None else rows
     base, es2 = rows.get("base", {}), rows.get(es2_side, {})
     attacks: dict[str, Any] = {}
-    extra = sorted({k.rsplit("_", 1)[0] if not k.endswith("advbench_heldout") else k[: -len("_advbench_heldout")]
-                    for side in rows.values() for k in side if k.startswith("scav")} - set(ATTACKS))
+    extra = sorted({k.removesuffix(f"_{d}") for side in rows.values() for k in side for d in SETS
+                    if k.startswith("scav") and k.endswith(f"_{d}")} - set(ATTACKS))
     for name in (*ATTACKS, *extra):
         for dataset in SETS:
             key = f"{name}_{dataset}"
@@ -783,13 +785,17 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _valid_scav_name(name: str) -> bool:
-    p0, _, layers = name[4:].partition("@")
+def parse_scav_name(name: str) -> tuple[float, str]:
+    """``scavP0`` or ``scavP0@LAYERS`` -> (P0, layers or "auto"); BenchError when malformed."""
+    p0_text, sep, layers = name.removeprefix("scav").partition("@")
     try:
-        ok = name.startswith("scav") and 0 < float(p0) < 1
+        p0 = float(p0_text)
     except ValueError:
-        return False
-    return ok and (not _ or bool(layers))
+        p0 = -1.0
+    if not name.startswith("scav") or not 0 < p0 < 1 or (sep and not layers):
+        raise BenchError(f"--extra-attacks takes scavP0 or scavP0@LAYERS (P0 in (0, 1), e.g. scav0.05 or "
+                         f"scav0.01@8-20); got {name}")
+    return p0, layers or "auto"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -843,10 +849,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise BenchError(f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PARTS)}, attacks")
     a.skip = skip
     a.extra_attacks = [x.strip() for x in a.extra_attacks.split(",") if x.strip()]
-    bad = [x for x in a.extra_attacks if not _valid_scav_name(x)]
-    if bad:
-        raise BenchError(f"--extra-attacks takes scavP0 or scavP0@LAYERS (P0 in (0, 1), e.g. scav0.05 or "
-                         f"scav0.01@8-20); got {', '.join(bad)}")
+    for name in a.extra_attacks:
+        parse_scav_name(name)
     a.sides = [s.strip() for s in a.sides.split(",") if s.strip()]
     if not set(a.sides) <= {"base", "es2"} or not a.sides:
         raise BenchError(f"--sides takes base, es2 or base,es2; got {','.join(a.sides)}")

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smollm2_bench import BenchError, _f, _layers_text, read_json, summarise, write_json  # noqa: E402
+from smollm2_bench import BenchError, _f, _layers_text, _load_rows, read_json, summarise, write_json  # noqa: E402
 
 CONFIG_KEYS = ("objective", "objective_options", "layers", "beta", "reference", "learning_rate", "steps",
                "batch_size", "seed", "kl_on")
@@ -41,7 +41,24 @@ def config_diff(train: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
+def model_name(out: Path) -> str:
+    """The ``--model`` of the directory's first run (every run of one directory shares its base)."""
+    runs = sorted((out / "results" / "runs").glob("*.json"))
+    argv = read_json(runs[0]).get("argv", []) if runs else []
+    return Path(argv[argv.index("--model") + 1]).name if "--model" in argv else "default"
+
+
+def summaries(outs: list[Path], keep: set[str]) -> list[tuple[Path, str, dict[str, Any]]]:
+    """``(out, side, summary)`` per model, each directory's result files read once."""
+    found = []
+    for out in outs:
+        sides = [side for side in sides_of(out) if not keep or side in keep]
+        rows = _load_rows(out)
+        found += [(out, side, summarise(out, side, rows)) for side in sides]
+    return found
+
+
+def side_row(out: Path, side: str, s: dict[str, Any], model: str) -> dict[str, Any]:
     """The headline numbers of one model (``side`` = "base" or the ES2 label) of one output directory."""
     label = "base" if side == "base" else "es2"
 
@@ -53,12 +70,8 @@ def side_row(out: Path, side: str, s: dict[str, Any]) -> dict[str, Any]:
             "mean_distance_prompt_ratio")
 
     rows = s["rows"]
-    model = read_json(out / "results" / "runs" / sorted(p.name for p in (out / "results" / "runs").glob("*.json"))[0]) \
-        if (out / "results" / "runs").is_dir() else {}
-    argv = model.get("argv", [])
-    model_arg = argv[argv.index("--model") + 1] if "--model" in argv else "default"
     return {
-        "run": out.name, "side": side, "model": Path(model_arg).name,
+        "run": out.name, "side": side, "model": model,
         "config": config_diff(rows.get(side, {}).get("train")) if label == "es2" else {},
         "refusal_jbb": metric("none", "jbb", "refusal_rate"),
         "refusal_adv": metric("none", "advbench_heldout", "refusal_rate"),
@@ -85,27 +98,18 @@ def sides_of(out: Path) -> list[str]:
     return sides + sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("es2-"))
 
 
-def collect(outs: list[Path]) -> list[dict[str, Any]]:
-    table = []
-    for out in outs:
-        for side in sides_of(out):
-            table.append(side_row(out, side, summarise(out, side if side != "base" else "es2-none")))
-    return table
-
-
 def attack_columns(attacks: list[str]) -> list[str]:
     return ["run", "model", "refused JBB", "refused Adv"] + [f"{a} {d}" for a in attacks for d in ("JBB", "Adv")]
 
 
-def attack_cells(out: Path, side: str, s: dict[str, Any], attacks: list[str]) -> list[str]:
+def attack_cells(row: dict[str, Any], s: dict[str, Any], attacks: list[str]) -> list[str]:
     """Refusal and attack success (JBB / held-out AdvBench) of one model under each named attack setting."""
-    label = "base" if side == "base" else "es2"
+    label = "base" if row["side"] == "base" else "es2"
 
     def rate(attack: str, dataset: str, key: str) -> str:
         return _f(((s["attacks"].get(f"{attack}_{dataset}") or {}).get(label) or {}).get(key), True)
 
-    row = side_row(out, side, s)
-    return [f"{row['run']}/{side}", row["model"], rate("none", "jbb", "refusal_rate"),
+    return [f"{row['run']}/{row['side']}", row["model"], rate("none", "jbb", "refusal_rate"),
             rate("none", "advbench_heldout", "refusal_rate")] + [
         rate(a, d, "success_rate") for a in attacks for d in ("jbb", "advbench_heldout")]
 
@@ -133,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     keep = {x.strip() for x in a.sides.split(",") if x.strip()}
     attacks = [x.strip() for x in a.attacks.split(",") if x.strip()]
     try:
-        rows = [r for r in collect(outs) if not keep or r["side"] in keep]
+        found = summaries(outs, keep)
+        models = {out: model_name(out) for out in outs}
+        rows = [side_row(out, side, s, models[out]) for out, side, s in found]
         if attacks:
             columns = attack_columns(attacks)
-            body = [attack_cells(out, side, summarise(out, side if side != "base" else "es2-none"), attacks)
-                    for out in outs for side in sides_of(out) if not keep or side in keep]
+            body = [attack_cells(r, s, attacks) for r, (_, _, s) in zip(rows, found, strict=True)]
         else:
             columns, body = COLUMNS, [cells(r) for r in rows]
     except BenchError as exc:
